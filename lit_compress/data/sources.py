@@ -1,0 +1,179 @@
+"""Where text-classification data comes from: the embedded default, a Hugging Face dataset, local files.
+
+Every source is normalised to a ``datasets.DatasetDict`` with splits ``train``/``validation``/``test``,
+a ``text`` column and (when labelled) an integer ``label`` column, plus the ordered label names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+from lit_compress.data.embedded import EMBEDDED_DATA, TextMode, load_bbc_news
+from lit_compress.data.splits import stratified_split
+
+SPLITS = ("train", "validation", "test")
+_LOCAL_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+@dataclass
+class DataSource:
+    """Which data to load and how to read it.
+
+    Attributes:
+        name: ``"embedded:bbc_news"`` (offline default), a Hugging Face dataset name (e.g. ``"clinc_oos"``),
+            or ``"local"`` to read ``data_files``.
+        config_name: Dataset configuration on the hub (e.g. ``"plus"`` for ``clinc_oos``).
+        data_files: Local files per split, e.g. ``{"train": "train.csv", "test": "test.csv"}``
+            (CSV/TSV, JSON/JSONL or Parquet, chosen by extension).
+        text_column: Column holding the input text.
+        label_column: Column holding labels (int or str); ``None`` for unlabeled text.
+        text_mode: For the embedded corpus: ``"title"``, ``"title_lead"`` or ``"full"``.
+        split_fractions: Train/validation/test fractions used for splits the source lacks.
+        seed: Seed of the stratified split.
+    """
+
+    name: str = EMBEDDED_DATA
+    config_name: str | None = None
+    data_files: dict[str, str] | None = None
+    text_column: str = "text"
+    label_column: str | None = "label"
+    text_mode: TextMode = "title_lead"
+    split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    seed: int = 42
+    label_names: list[str] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if self.name == "local" and not self.data_files:
+            raise ValueError("DataSource(name='local') needs data_files, e.g. {'train': 'train.csv'}.")
+
+
+def load_source(src: DataSource) -> tuple[DatasetDict, list[str] | None]:
+    """Load ``src`` into a normalised ``DatasetDict`` and its label names (``None`` when unlabeled)."""
+    if src.name == EMBEDDED_DATA:
+        corpus = load_bbc_news(src.text_mode)
+        full = Dataset.from_dict({"text": corpus.texts, "label": corpus.labels})
+        return _split(full, src), corpus.label_names
+    raw = _load_local(src) if src.name == "local" else _load_hub(src)
+    return _normalise(raw, src)
+
+
+def _load_hub(src: DataSource) -> DatasetDict:
+    from datasets import load_dataset
+
+    loaded = load_dataset(src.name, src.config_name)
+    if not isinstance(loaded, DatasetDict):
+        raise ValueError(f"Dataset {src.name!r} did not load as a DatasetDict of splits.")
+    return loaded
+
+
+def _load_local(src: DataSource) -> DatasetDict:
+    from datasets import load_dataset
+
+    assert src.data_files is not None
+    unknown = set(src.data_files) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"data_files has unknown splits {sorted(unknown)}; use {list(SPLITS)}.")
+    suffixes = {Path(p).suffix.lower() for p in src.data_files.values()}
+    missing = [p for p in src.data_files.values() if not Path(p).exists()]
+    if missing:
+        raise FileNotFoundError(f"Data files not found: {missing}.")
+    formats = {_LOCAL_FORMATS.get(s) for s in suffixes}
+    if None in formats or len(formats) != 1:
+        raise ValueError(
+            f"Local data files must all be one of {sorted(_LOCAL_FORMATS)}; got suffixes {sorted(suffixes)}."
+        )
+    kwargs = {"delimiter": "\t"} if suffixes == {".tsv"} else {}
+    try:
+        return load_dataset(formats.pop(), data_files=dict(src.data_files), **kwargs)
+    except ValueError as err:  # e.g. a file with a header and no rows
+        raise ValueError(f"Could not read {dict(src.data_files)} ({err}); is a split file empty?") from err
+
+
+def _normalise(raw: DatasetDict, src: DataSource) -> tuple[DatasetDict, list[str] | None]:
+    aliases = {"valid": "validation", "val": "validation", "dev": "validation"}
+    raw = DatasetDict({aliases.get(k, k): v for k, v in raw.items()})
+    if "train" not in raw:
+        raise ValueError(f"The data has no 'train' split (found {sorted(raw)}); provide one.")
+    names = src.label_names or _label_names(raw["train"], src)
+    features = Features({"text": Value("string")} | ({"label": Value("int64")} if src.label_column and names else {}))
+    out = {}
+    for split, ds in raw.items():
+        if split not in SPLITS:
+            continue
+        _require_columns(ds, src, split)
+        out[split] = ds.map(
+            lambda b: _encode(b, src, names), batched=True, remove_columns=ds.column_names, features=features
+        )
+    normalised = DatasetDict(out)
+    if "validation" not in normalised or "test" not in normalised:
+        normalised = _fill_missing_splits(normalised, src)
+    return normalised, names
+
+
+def _label_names(train: Dataset, src: DataSource) -> list[str] | None:
+    if src.label_column is None or src.label_column not in train.column_names:
+        return None
+    feature = train.features[src.label_column]
+    if isinstance(feature, ClassLabel):
+        return list(feature.names)
+    values = sorted(set(train[src.label_column]))
+    return [str(v) for v in values]
+
+
+def _require_columns(ds: Dataset, src: DataSource, split: str) -> None:
+    wanted = [src.text_column] + ([src.label_column] if src.label_column else [])
+    missing = [c for c in wanted if c not in ds.column_names]
+    if missing:
+        raise ValueError(
+            f"Split {split!r} lacks column(s) {missing}; it has {ds.column_names}. "
+            f"Set text_column / label_column (label_column: null for unlabeled text)."
+        )
+
+
+def _encode(batch: dict[str, list], src: DataSource, names: list[str] | None) -> dict[str, list]:
+    out: dict[str, list] = {"text": ["" if t is None else str(t) for t in batch[src.text_column]]}
+    if src.label_column and names is not None:
+        index = {n: i for i, n in enumerate(names)}
+        out["label"] = [v if isinstance(v, int) else index.get(str(v), -1) for v in batch[src.label_column]]
+    return out
+
+
+def _fill_missing_splits(dd: DatasetDict, src: DataSource) -> DatasetDict:
+    train = dd["train"]
+    labels = train["label"] if "label" in train.column_names else [0] * len(train)
+    have_val, have_test = "validation" in dd, "test" in dd
+    fr = src.split_fractions
+    if not have_val and not have_test:
+        parts = stratified_split(labels, fr, src.seed)
+        return DatasetDict({s: train.select(p) for s, p in zip(SPLITS, parts, strict=True)})
+    missing = "test" if have_val else "validation"
+    share = fr[2] if missing == "test" else fr[1]
+    keep, held = stratified_split(labels, (1.0 - share, share), src.seed)
+    out = dict(dd)
+    out["train"], out[missing] = train.select(keep), train.select(held)
+    return DatasetDict(out)
+
+
+def _split(full: Dataset, src: DataSource) -> DatasetDict:
+    parts = stratified_split(full["label"], src.split_fractions, src.seed)
+    return DatasetDict({s: full.select(p) for s, p in zip(SPLITS, parts, strict=True)})
+
+
+def validate_splits(dd: DatasetDict, label_names: list[str] | None) -> None:
+    """Raise a clear ``ValueError`` for empty splits, empty texts or labels out of range."""
+    for split, ds in dd.items():
+        if len(ds) == 0:
+            raise ValueError(f"Split {split!r} is empty; check the data files or split_fractions.")
+        empty = [i for i, t in enumerate(ds["text"]) if not t.strip()]
+        if empty:
+            raise ValueError(f"Split {split!r} has {len(empty)} empty text(s), first at row {empty[0]}; drop them.")
+        if label_names is not None and "label" in ds.column_names:
+            bad = [(i, v) for i, v in enumerate(ds["label"]) if not 0 <= v < len(label_names)]
+            if bad:
+                raise ValueError(
+                    f"Split {split!r} row {bad[0][0]} has label {bad[0][1]!r} outside 0..{len(label_names) - 1} "
+                    f"(or a label name missing from label_names={label_names}); fix the data or label_names."
+                )

@@ -1,0 +1,54 @@
+"""Teacher-logit cache: compute each training example's teacher logits once, reuse them every epoch."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lit_compress.distill.losses import logits_checksum
+
+
+class TeacherLogitCache:
+    """Per-example teacher logits keyed by the example index ``idx`` of the batch.
+
+    Valid while the inputs of an example do not change; each row stores a fingerprint of its token ids, and a
+    row whose fingerprint differs (new tokenizer, augmentation) counts as a miss and is recomputed.
+    The cache is deliberately not part of the module's ``state_dict`` (it is cheap to rebuild).
+    """
+
+    def __init__(self) -> None:
+        self.logits: Tensor | None = None
+        self.checksums: Tensor | None = None
+        self.hits = 0
+        self.misses = 0
+
+    def _grow(self, size: int, num_labels: int, like: Tensor) -> None:
+        if self.logits is not None and self.logits.shape[0] >= size:
+            return
+        logits = like.new_zeros((size, num_labels))
+        checksums = torch.full((size,), -1, dtype=torch.long, device=like.device)
+        if self.logits is not None and self.checksums is not None:
+            logits[: self.logits.shape[0]] = self.logits
+            checksums[: self.checksums.shape[0]] = self.checksums
+        self.logits, self.checksums = logits, checksums
+
+    def lookup(self, idx: Tensor, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor | None:
+        """Cached logits for the whole batch, or ``None`` if any row is missing or stale."""
+        if self.logits is None or self.checksums is None or int(idx.max()) >= self.logits.shape[0]:
+            self.misses += 1
+            return None
+        idx = idx.to(self.logits.device)
+        fresh = self.checksums[idx] == logits_checksum(input_ids, attention_mask).to(self.checksums.device)
+        if not bool(fresh.all()):
+            self.misses += 1
+            return None
+        self.hits += 1
+        return self.logits[idx]
+
+    def store(self, idx: Tensor, input_ids: Tensor, attention_mask: Tensor | None, logits: Tensor) -> None:
+        """Remember the teacher logits of a batch."""
+        self._grow(int(idx.max()) + 1, logits.shape[-1], logits.detach())
+        assert self.logits is not None and self.checksums is not None
+        idx = idx.to(self.logits.device)
+        self.logits[idx] = logits.detach().to(self.logits.dtype)
+        self.checksums[idx] = logits_checksum(input_ids, attention_mask).to(self.checksums.device)

@@ -1,0 +1,19 @@
+"""Models: teachers and students from hub names, local directories or the embedded default."""
+
+from lit_compress.models.hub import EMBEDDED_MODEL, load_classifier, load_tokenizer, resolve_model_path
+from lit_compress.models.io import load_model_dir, save_model_dir
+from lit_compress.models.student import encoder_layers, student_from_teacher
+from lit_compress.models.tiny import tiny_bert, tiny_bert_config
+
+__all__ = [
+    "EMBEDDED_MODEL",
+    "encoder_layers",
+    "load_classifier",
+    "load_model_dir",
+    "load_tokenizer",
+    "resolve_model_path",
+    "save_model_dir",
+    "student_from_teacher",
+    "tiny_bert",
+    "tiny_bert_config",
+]

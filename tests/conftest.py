@@ -1,0 +1,72 @@
+"""Shared fixtures: a tiny BERT classifier with a word-level tokenizer, and small labelled CSV files."""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+import pytest
+
+WORDS = {
+    "sport": ["goal", "match", "team", "score", "league", "coach"],
+    "tech": ["chip", "software", "phone", "internet", "robot", "data"],
+    "money": ["bank", "profit", "market", "shares", "tax", "price"],
+}
+
+
+def make_tokenizer(directory: Path):
+    """A BertTokenizerFast over the WORDS vocabulary plus filler words, saved in ``directory``."""
+    from transformers import BertTokenizerFast
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "a", "of", "in", "and", "today", "new"]
+    vocab += [w for ws in WORDS.values() for w in ws]
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
+    tok.save_pretrained(directory)
+    return tok
+
+
+def synthetic_rows(n: int, seed: int) -> list[tuple[str, str]]:
+    """``n`` (text, label) rows whose words reveal the label."""
+    rng = random.Random(seed)
+    labels = sorted(WORDS)
+    rows = []
+    for i in range(n):
+        label = labels[i % len(labels)]
+        words = rng.choices(WORDS[label], k=rng.randint(3, 8)) + rng.choices(["the", "a", "of", "today"], k=2)
+        rng.shuffle(words)
+        rows.append((" ".join(words), label))
+    return rows
+
+
+def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture()
+def csv_files(tmp_path: Path) -> dict[str, str]:
+    """train/validation/test CSV files of a 3-class synthetic task."""
+    return {
+        split: str(write_csv(tmp_path / f"{split}.csv", synthetic_rows(n, seed)))
+        for split, n, seed in (("train", 60, 0), ("validation", 15, 1), ("test", 15, 2))
+    }
+
+
+@pytest.fixture()
+def tiny_model_dir(tmp_path: Path) -> Path:
+    """A saved tiny random BERT classifier (labels money/sport/tech) with its tokenizer."""
+    from lit_compress.models.tiny import tiny_bert
+
+    directory = tmp_path / "tiny_model"
+    tok = make_tokenizer(directory)
+    model = tiny_bert(num_labels=3, vocab_size=len(tok))
+    model.config.id2label = {0: "money", 1: "sport", 2: "tech"}
+    model.config.label2id = {v: k for k, v in model.config.id2label.items()}
+    model.save_pretrained(directory)
+    return directory
