@@ -1,0 +1,49 @@
+"""Pruning: unstructured masks with schedules (GradualPruning, LotteryTicket) and structured pruning."""
+
+from lit_compress.prune.callback import GradualPruning
+from lit_compress.prune.functional import (
+    SerializedSize,
+    SparsityReport,
+    apply_masks,
+    compute_masks,
+    effective_parameters,
+    encoder_linear_filter,
+    global_l1_unstructured,
+    global_masks,
+    ln_structured,
+    local_masks,
+    model_sparsity,
+    module_filter,
+    select_parameters,
+    serialized_size,
+    sparsity_report,
+    strip_pruning,
+    stripped_state_dict,
+)
+from lit_compress.prune.lottery import LotteryTicket
+from lit_compress.prune.schedules import (
+    ConstantSparsity,
+    IterativeSparsity,
+    LinearSparsity,
+    PolynomialDecay,
+    SparsitySchedule,
+)
+from lit_compress.prune.scoring import magnitude_scores, movement_update, random_scores
+from lit_compress.prune.architecture import (
+    ArchitectureSpec,
+    apply_architecture,
+    architecture_from_state_dict,
+    current_architecture,
+    read_architecture,
+)
+from lit_compress.prune.structured import (
+    StructuredPruningResult,
+    UnitScores,
+    prune_heads_and_ffn,
+    remap_optimizer_state,
+    select_units,
+    structured_magnitude_scores,
+    structured_taylor_scores,
+)
+from lit_compress.prune.structured_callback import StructuredPruning
+from lit_compress.prune.vocab import VocabTrimReport, remap_input_ids, trim_tokenizer, trim_vocabulary

@@ -1,0 +1,202 @@
+"""Gradual structured pruning of attention heads and FFN channels during training (Lightning adapter).
+
+The math lives in :mod:`lit_compress.prune.structured`; this callback only decides *when* to prune (a schedule
+``step -> ratio`` evaluated on optimizer steps), accumulates Taylor importance from real gradients, keeps the
+optimizer valid after parameters change shape, and makes the pruned structure survive checkpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from torch import nn
+
+from lit_compress.prune.architecture import (
+    apply_architecture,
+    architecture_from_state_dict,
+    current_architecture,
+    encoder_layers,
+    read_architecture,
+)
+from lit_compress.prune.structured import (
+    Scope,
+    UnitScores,
+    prune_heads_and_ffn,
+    remap_optimizer_state,
+    select_units,
+    structured_taylor_scores,
+)
+from lit_compress.utils.target import compression_target
+
+Ratio = float | Callable[[int], float]
+CHECKPOINT_KEY = "lit_compress_architecture"
+
+
+class StructuredPruning(Callback):
+    """Remove whole attention heads and FFN channels on a schedule, keeping the hidden size.
+
+    At every ``every_n_steps``-th optimizer step the schedules give the *absolute* fraction of the original
+    heads / FFN channels to have removed by then; the least important units beyond that are cut (never regrown).
+    Importance is the gate-Taylor score ``|∂L/∂ξ|`` summed over every optimizer step so far (Michel et al. 2019;
+    Molchanov et al. 2019), or the weight magnitude.
+
+    After each cut the optimizers point at the new parameters and their state (Adam moments) is sliced to the
+    kept rows/columns, so LR schedulers and bias correction continue. Checkpoints store the schedule position and
+    the scores; the structure itself is read back from the saved weights' shapes (a ``load_state_dict`` pre-hook
+    registered in ``setup``, which runs before restore), and also stored as ``checkpoint["lit_compress_architecture"]``
+    for tools outside Lightning.
+
+    Args:
+        head_pruning_ratio: Fraction of heads removed, constant or ``step -> fraction`` (e.g. a
+            ``lit_compress.prune.schedules`` schedule).
+        ffn_pruning_ratio: Fraction of FFN intermediate channels removed, constant or a schedule.
+        importance: ``"taylor"`` (needs gradients; default) or ``"magnitude"``.
+        scope: ``"layer"`` (same ratio per layer) or ``"global"`` (ranked across layers).
+        every_n_steps: Evaluate the schedules every this many optimizer steps.
+        min_heads: Heads every layer keeps. min_ffn: FFN channels every layer keeps.
+        ffn_round_to: Round kept FFN widths up to a multiple of this.
+
+    Not supported with more than one process: changing parameter shapes under DDP would need the wrapper rebuilt;
+    prune in a single-process run, then train the pruned model (``save_model_dir`` / ``load_model_dir``) with DDP.
+    """
+
+    def __init__(
+        self,
+        head_pruning_ratio: Ratio = 0.0,
+        ffn_pruning_ratio: Ratio = 0.0,
+        importance: Literal["taylor", "magnitude"] = "taylor",
+        scope: Scope = "layer",
+        every_n_steps: int = 1,
+        min_heads: int = 1,
+        min_ffn: int = 1,
+        ffn_round_to: int = 1,
+    ) -> None:
+        for name, ratio in (("head_pruning_ratio", head_pruning_ratio), ("ffn_pruning_ratio", ffn_pruning_ratio)):
+            if not callable(ratio):
+                _check_ratio(name, ratio)
+        if importance not in ("taylor", "magnitude"):
+            raise ValueError(f"importance must be 'taylor' or 'magnitude'; got {importance!r}.")
+        if every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be >= 1; got {every_n_steps}.")
+        if scope not in ("layer", "global"):
+            raise ValueError(f"scope must be 'layer' or 'global'; got {scope!r}.")
+        if min(min_heads, min_ffn, ffn_round_to) < 1:
+            raise ValueError(
+                f"min_heads, min_ffn and ffn_round_to must be >= 1 (a layer cannot lose every head or channel); "
+                f"got {min_heads}, {min_ffn}, {ffn_round_to}."
+            )
+        self.head_pruning_ratio, self.ffn_pruning_ratio = head_pruning_ratio, ffn_pruning_ratio
+        self.importance, self.scope, self.every_n_steps = importance, scope, every_n_steps
+        self.min_heads, self.min_ffn, self.ffn_round_to = min_heads, min_ffn, ffn_round_to
+        self._scores: UnitScores | None = None
+        self._last_step = 0
+        self._hook: Any = None
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Check the target and register the resize-before-load hook (idempotent; runs before checkpoint restore)."""
+        if trainer.world_size > 1:
+            raise RuntimeError(
+                "StructuredPruning changes parameter shapes, which DDP/FSDP cannot follow. Prune in a single-process "
+                "run (devices=1), save it with save_model_dir, then train the pruned model with DDP."
+            )
+        target = compression_target(pl_module)
+        encoder_layers(target)
+        if self._hook is None:
+            self._hook = target.register_load_state_dict_pre_hook(_resize_before_load)
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Any) -> None:
+        if self.importance == "taylor":
+            target = compression_target(pl_module)
+            batch = structured_taylor_scores(target)
+            fits = self._scores is not None and _sizes(self._scores) == _sizes(batch)
+            self._scores = self._scores.add_(batch) if fits else batch  # restart if the model was cut elsewhere
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        step = trainer.global_step
+        if step == self._last_step or step % self.every_n_steps:
+            return
+        self._last_step = step
+        self.prune(trainer, pl_module, step)
+
+    def prune(self, trainer: Trainer, pl_module: LightningModule, step: int) -> None:
+        """Prune to the schedules' targets at ``step`` (no-op if already there) and keep optimizers consistent."""
+        head_ratio = _check_ratio("head_pruning_ratio", _evaluate(self.head_pruning_ratio, step))
+        ffn_ratio = _check_ratio("ffn_pruning_ratio", _evaluate(self.ffn_pruning_ratio, step))
+        target = compression_target(pl_module)
+        if not self._would_prune(target, head_ratio, ffn_ratio):
+            return
+        result = prune_heads_and_ffn(
+            target, head_ratio, ffn_ratio, scores=self._scores if self.importance == "taylor" else None,
+            scope=self.scope, min_heads=self.min_heads, min_ffn=self.min_ffn, ffn_round_to=self.ffn_round_to,
+        )  # fmt: skip
+        for optimizer in trainer.optimizers:
+            remap_optimizer_state(optimizer, result.remaps)
+        if self._scores is not None:
+            self._scores = self._scores.select(result.kept_heads, result.kept_ffn)
+        spec = result.architecture
+        pl_module.log_dict(
+            {"prune/heads": float(sum(spec.num_heads)), "prune/ffn_channels": float(sum(spec.intermediate_sizes))},
+            on_step=True, on_epoch=False,
+        )  # fmt: skip
+
+    def _would_prune(self, target: nn.Module, head_ratio: float, ffn_ratio: float) -> bool:
+        spec, cfg = current_architecture(target), target.config
+        plans = (
+            (spec.num_heads, cfg.num_attention_heads, head_ratio, self.min_heads, 1),
+            (spec.intermediate_sizes, cfg.intermediate_size, ffn_ratio, self.min_ffn, self.ffn_round_to),
+        )
+        for counts, original, ratio, min_keep, round_to in plans:
+            kept = select_units(
+                [torch.zeros(n) for n in counts], [original] * len(counts), ratio,
+                scope=self.scope, min_keep=min_keep, round_to=round_to,
+            )  # fmt: skip
+            if sum(len(k) for k in kept) < sum(counts):
+                return True
+        return False
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        spec = read_architecture(compression_target(pl_module))
+        checkpoint[CHECKPOINT_KEY] = spec.to_dict() if spec is not None else None
+
+    def state_dict(self) -> dict[str, Any]:
+        scores = None if self._scores is None else {"heads": self._scores.heads, "ffn": self._scores.ffn}
+        return {"last_step": self._last_step, "scores": scores}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._last_step = int(state_dict["last_step"])
+        scores = state_dict["scores"]
+        self._scores = None if scores is None else UnitScores(list(scores["heads"]), list(scores["ffn"]))
+
+
+def _resize_before_load(module: nn.Module, state_dict: dict[str, torch.Tensor], prefix: str, *args: Any) -> None:
+    """``load_state_dict`` pre-hook: shrink ``module`` to the shapes of the weights about to be loaded."""
+    try:
+        spec = architecture_from_state_dict(module, state_dict, prefix)
+    except KeyError:
+        return  # a partial state dict: let load_state_dict report what is missing
+    if spec != current_architecture(module):
+        apply_architecture(module, spec)
+
+
+def _sizes(scores: UnitScores) -> list[int]:
+    return [len(s) for s in (*scores.heads, *scores.ffn)]
+
+
+def _evaluate(ratio: Ratio, step: int) -> float:
+    return float(ratio(step)) if callable(ratio) else float(ratio)
+
+
+def _check_ratio(name: str, ratio: float) -> float:
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1] (fraction of the original units removed); got {ratio}.")
+    return ratio
