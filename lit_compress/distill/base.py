@@ -49,6 +49,10 @@ class CompressionModule(L.LightningModule):
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
 
+    def on_fit_start(self) -> None:
+        """Start training in train mode (``from_pretrained`` returns eval-mode models; Lightning keeps modes)."""
+        self.train()
+
     @property
     def compression_target(self) -> nn.Module:
         """The model that callbacks compress, that is evaluated and exported."""
