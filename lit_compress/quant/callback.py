@@ -1,0 +1,152 @@
+"""Quantization-aware training as a Lightning callback: prepare in ``setup()``, schedule by global step."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from lit_compress.quant.config import ActivationQuantConfig, QuantizationSchedule, WeightQuantConfig
+from lit_compress.quant.fake_quant import (
+    FakeQuantizedLinear,
+    FilterFn,
+    default_filter,
+    fake_quantized_modules,
+    prepare_qat,
+    regex_filter,
+    set_quantization_state,
+)
+from lit_compress.utils.target import compression_target
+
+log = logging.getLogger(__name__)
+
+
+class QuantizationAwareTraining(L.Callback):
+    """Fake-quantize the chosen Linears of the compression target while it trains (Jacob et al., 2018).
+
+    In ``setup()`` (which Lightning runs before restoring a checkpoint) the selected ``nn.Linear`` layers of
+    :func:`~lit_compress.utils.target.compression_target` are swapped for
+    :class:`~lit_compress.quant.fake_quant.FakeQuantizedLinear` — idempotently, and in every stage, so
+    ``trainer.test(ckpt_path=...)`` and resumed fits load the quantization buffers. Before each training batch
+    the schedule switches fake quantization (from ``start_step``) and observer updates (until
+    ``freeze_observers_step``) as pure functions of ``trainer.global_step``; observer ranges are buffers of the
+    model. A resumed run therefore continues exactly where it stopped. Swapped layers keep their ``weight``
+    Parameter, so pruning callbacks and distillation (which only sees the student) compose with this one.
+    Conversion for deployment is a separate step: :mod:`lit_compress.quant.export`.
+
+    Args:
+        weight: Weight quantization (default int8 symmetric per channel, ONNX Runtime's grid).
+        activation: Input quantization (default dynamic uint8 per tensor, as ORT dynamic quantization).
+        start_step: First optimizer step with fake quantization (full-precision warm-up before).
+        freeze_observers_step: Step from which static observers stop updating (``None``: never).
+        filter_fn: ``(module, fqn) -> bool`` or a regex on the qualified name choosing the Linears; default
+            the Linears under an ``encoder`` (:func:`~lit_compress.quant.fake_quant.default_filter`).
+        log_per_module: Also log every layer's input scale (static scheme), not just summaries.
+    """
+
+    def __init__(
+        self,
+        weight: WeightQuantConfig | None = None,
+        activation: ActivationQuantConfig | None = None,
+        start_step: int = 0,
+        freeze_observers_step: int | None = None,
+        filter_fn: FilterFn | str | None = None,
+        log_per_module: bool = False,
+    ) -> None:
+        self.weight = weight or WeightQuantConfig()
+        self.activation = activation or ActivationQuantConfig()
+        self.schedule = QuantizationSchedule(start_step, freeze_observers_step)
+        if isinstance(filter_fn, str):
+            filter_fn = regex_filter(filter_fn)
+        self.filter_fn: FilterFn = filter_fn or default_filter
+        self.log_per_module = log_per_module
+        self.quantized_modules: list[str] = []
+        self._restored_modules: list[str] | None = None
+
+    def filter_modules(self, module: nn.Module, fqn: str) -> bool:
+        """Whether the Linear ``module`` named ``fqn`` is fake-quantized (override for custom selection)."""
+        return self.filter_fn(module, fqn)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        target = compression_target(pl_module)
+        self.quantized_modules = prepare_qat(target, self.weight, self.activation, self.filter_modules)
+        self._check_restored(self.quantized_modules)
+        self._apply_schedule(target, trainer.global_step)
+        log.info("QuantizationAwareTraining: %d Linear layers fake-quantized", len(self.quantized_modules))
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._apply_schedule(compression_target(pl_module), trainer.global_step)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.logger is None:
+            return
+        metrics = quantization_metrics(compression_target(pl_module), per_module=self.log_per_module)
+        pl_module.log_dict(metrics, on_step=True, on_epoch=False, batch_size=1)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "quantized_modules": list(self.quantized_modules),
+            "weight": asdict(self.weight),
+            "activation": asdict(self.activation),
+            "schedule": asdict(self.schedule),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored_modules = list(state_dict.get("quantized_modules", []))
+        self._check_restored(self.quantized_modules)
+
+    def _check_restored(self, current: list[str]) -> None:
+        saved = self._restored_modules
+        if saved is None or not current or sorted(saved) == sorted(current):
+            return
+        raise RuntimeError(
+            f"The checkpoint was trained with {len(saved)} fake-quantized layers but this run quantizes "
+            f"{len(current)} (differences: {sorted(set(saved) ^ set(current))[:5]}); use the same filter_fn."
+        )
+
+    def _apply_schedule(self, model: nn.Module, step: int) -> None:
+        set_quantization_state(
+            model, self.schedule.fake_quant_enabled(step), self.schedule.observers_enabled(step)
+        )
+
+
+@torch.no_grad()
+def quantization_metrics(model: nn.Module, per_module: bool = False) -> dict[str, float]:
+    """Loggable quantization state of ``model``.
+
+    Keys: ``quant/enabled`` and ``quant/observers_enabled`` (fraction of layers), ``quant/weight_scale_mean``
+    (mean weight scale), ``quant/input_scale_mean`` (mean frozen-or-observed input scale, static scheme) and,
+    with ``per_module``, ``quant/input_scale/<fqn>``.
+    """
+    layers = list(fake_quantized_modules(model))
+    if not layers:
+        return {}
+    out = {
+        "quant/enabled": _mean([float(m.fake_quant_enabled) for _, m in layers]),
+        "quant/observers_enabled": _mean([float(m.observer_enabled) for _, m in layers if m.input_observer]),
+        "quant/weight_scale_mean": _mean([m.weight_qparams()[0].mean().item() for _, m in layers]),
+    }
+    input_scales = {fqn: _input_scale(m) for fqn, m in layers}
+    observed = [s for s in input_scales.values() if s is not None]
+    if observed:
+        out["quant/input_scale_mean"] = _mean(observed)
+    if per_module:
+        out.update({f"quant/input_scale/{k}": v for k, v in input_scales.items() if v is not None})
+    return {k: v for k, v in out.items() if v == v}  # drop NaN (no static observers)
+
+
+def _input_scale(module: FakeQuantizedLinear) -> float | None:
+    qparams = module.input_qparams() if module.input_observer is not None else None
+    return None if qparams is None else float(qparams[0])
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
