@@ -1,0 +1,176 @@
+"""Pure measurements: latency statistics, timing loops, throughput, accuracy and macro-F1, machine load.
+
+Nothing here knows about models or Lightning: timing takes any callable (and an injectable clock), metrics
+take label arrays, so each piece is tested against hand computation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+Clock = Callable[[], float]
+
+
+def latency_stats(seconds: Sequence[float]) -> dict[str, float]:
+    """Summarise per-call latencies (in seconds) in milliseconds, as the book's ``time_pipeline``.
+
+    ``mean`` and ``std`` (population, ``ddof=0``, as ``np.std``) plus the 50th, 95th and 99th percentiles
+    (linear interpolation between order statistics), ``min``, ``max`` and the number of runs.
+
+    Raises:
+        ValueError: No timings were given.
+    """
+    ms = np.asarray(seconds, dtype=np.float64) * 1e3
+    if ms.size == 0:
+        raise ValueError("latency_stats needs at least one timing.")
+    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+    return {
+        "mean_ms": float(ms.mean()),
+        "std_ms": float(ms.std()),
+        "p50_ms": float(p50),
+        "p95_ms": float(p95),
+        "p99_ms": float(p99),
+        "min_ms": float(ms.min()),
+        "max_ms": float(ms.max()),
+        "runs": int(ms.size),
+    }
+
+
+def time_calls(
+    fn: Callable[[], Any],
+    *,
+    runs: int = 100,
+    warmup: int = 10,
+    clock: Clock = time.perf_counter,
+    progress: str | None = None,
+) -> list[float]:
+    """Call ``fn`` ``warmup`` times untimed, then ``runs`` times, returning each call's duration in seconds.
+
+    Args:
+        fn: The work to time (e.g. ``lambda: predictor(query)``).
+        runs: Timed calls (the book uses 100).
+        warmup: Untimed calls first (caches, lazy initialisation, allocator warm-up).
+        clock: Monotonic clock in seconds (injectable for tests).
+        progress: Description for a tqdm bar; ``None`` hides it. The bar is updated outside the timed span.
+    """
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"runs must be >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}.")
+    for _ in range(warmup):
+        fn()
+    timings = []
+    with _bar(progress, runs) as bar:
+        for _ in range(runs):
+            start = clock()
+            fn()
+            timings.append(clock() - start)
+            bar.update(1)
+    return timings
+
+
+def interleaved_timings(
+    fns: Sequence[Callable[[], Any]],
+    *,
+    runs: int = 100,
+    warmup: int = 10,
+    rounds: int = 10,
+    clock: Clock = time.perf_counter,
+    progress: str | None = None,
+) -> list[list[float]]:
+    """Time several callables in alternating rounds, so drifting machine load hits each of them alike.
+
+    Each callable is warmed up ``warmup`` times, then ``runs`` timed calls per callable are split into
+    ``rounds`` blocks taken in turn (``f1 f1 .. f2 f2 .. f1 f1 ..``). Returns one list of durations (seconds)
+    per callable, ``runs`` long.
+    """
+    if runs < 1 or warmup < 0 or rounds < 1:
+        raise ValueError(f"runs and rounds must be >= 1 and warmup >= 0; got {runs}, {rounds}, {warmup}.")
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    sizes = [runs // rounds + (1 if r < runs % rounds else 0) for r in range(rounds)]
+    timings: list[list[float]] = [[] for _ in fns]
+    with _bar(progress, runs * len(fns)) as bar:
+        for size in filter(None, sizes):
+            for fn, out in zip(fns, timings):
+                out += time_calls(fn, runs=size, warmup=0, clock=clock)
+                bar.update(size)
+    return timings
+
+
+def throughput(
+    fn: Callable[[list[str]], Any],
+    texts: Sequence[str],
+    *,
+    batch_sizes: Sequence[int] = (1, 8, 32),
+    runs: int = 10,
+    warmup: int = 2,
+    clock: Clock = time.perf_counter,
+) -> dict[int, float]:
+    """Samples per second of ``fn(batch)`` for each batch size: ``bs * runs / total time of the runs``.
+
+    Batches are the first ``bs`` texts (cycled if there are fewer), so every variant sees the same inputs.
+    """
+    if not texts:
+        raise ValueError("throughput needs at least one text.")
+    out = {}
+    for size in batch_sizes:
+        batch = [texts[i % len(texts)] for i in range(size)]
+        total = sum(time_calls(lambda b=batch: fn(b), runs=runs, warmup=warmup, clock=clock))
+        out[int(size)] = size * runs / total if total > 0 else float("inf")
+    return out
+
+
+def classification_metrics(predictions: Sequence[int], labels: Sequence[int]) -> dict[str, float]:
+    """Accuracy and macro-F1.
+
+    ``F1_c = 2 TP_c / (2 TP_c + FP_c + FN_c)``, macro-F1 is their unweighted mean over the classes that
+    occur in ``labels`` or ``predictions`` (as scikit-learn's default).
+    """
+    pred, true = np.asarray(predictions), np.asarray(labels)
+    if pred.shape != true.shape or pred.size == 0:
+        raise ValueError(f"predictions {pred.shape} and labels {true.shape} must be non-empty and the same shape.")
+    scores = []
+    for cls in np.union1d(pred, true):
+        tp = np.sum((pred == cls) & (true == cls))
+        fp = np.sum((pred == cls) & (true != cls))
+        fn = np.sum((pred != cls) & (true == cls))
+        scores.append(2 * tp / (2 * tp + fp + fn))
+    return {"accuracy": float(np.mean(pred == true)), "macro_f1": float(np.mean(scores))}
+
+
+def machine_load() -> dict[str, float | int | None]:
+    """1/5/15-minute load averages (``os.getloadavg``) and the CPU count, recorded next to timings."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:  # not available on this platform
+        one = five = fifteen = None
+    return {"load_1m": one, "load_5m": five, "load_15m": fifteen, "cpus": os.cpu_count()}
+
+
+@contextlib.contextmanager
+def fixed_threads(threads: int) -> Iterator[None]:
+    """Run PyTorch with ``threads`` intra-op threads inside the block, then restore the previous setting."""
+    import torch
+
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}.")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def _bar(description: str | None, total: int) -> Iterator[Any]:
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, desc=description, disable=description is None, leave=False) as bar:
+        yield bar

@@ -1,0 +1,263 @@
+"""The ``export`` verb: a trained model directory in, deployable artifacts with manifests out.
+
+Layout written under ``out_dir`` (one self-contained directory per artifact, tokenizer included)::
+
+    out_dir/
+      manifest.json              index: source, artifacts, skipped kinds and why (written last)
+      onnx-fp32/model.onnx       + tokenizer, config.json, manifest.json
+      ort-dynamic-int8/model.onnx
+      ort-static-int8/model.onnx
+      ort-int4/model.onnx        4-bit weight-only (MatMulNBits, GatherBlockQuantized)
+      torch-dynamic-int8/model_int8.pt
+      torch-fp32/model.safetensors
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lit_compress.export.files import onnx_parameter_counts, torch_parameter_counts
+from lit_compress.export.int8 import (
+    OrtQuantization,
+    quantize_ort_dynamic,
+    quantize_ort_int4,
+    quantize_ort_static,
+    tokenize_batches,
+)
+from lit_compress.export.kernels import kernel_report
+from lit_compress.export.manifest import (
+    ARTIFACT_KINDS,
+    MANIFEST_NAME,
+    build_manifest,
+    library_versions,
+    write_manifest,
+)
+from lit_compress.export.onnx import DEFAULT_OPSET, Exporter, LogitsOnly, export_onnx, read_export_metadata
+from lit_compress.export.parity import check_parity, compare_logits, derived_parity_inputs, torch_logits
+from lit_compress.export.predictor import ONNX_FILE, load_artifact_tokenizer
+from lit_compress.export.torch_int8 import (
+    load_torch_dynamic_int8,
+    save_torch_dynamic_int8,
+    torch_dynamic_int8_unavailable,
+)
+from lit_compress.utils.io import write_json_atomic
+
+DEFAULT_FORMATS = ("onnx-fp32", "ort-dynamic-int8")
+SAMPLE_TEXTS = ("lit compress exports this model.", "a second, somewhat longer sentence to trace the exporter with.")
+PARITY_BATCH_SIZES = (1, 4, 8)
+
+
+def export_model(
+    model_dir: str,
+    out_dir: str,
+    *,
+    formats: Sequence[str] = DEFAULT_FORMATS,
+    calibration_texts: Sequence[str] | None = None,
+    parity_texts: Sequence[str] | None = None,
+    per_channel: bool = False,
+    quantize_embeddings: bool = True,
+    embedding_bits: int = 4,
+    opset: int = DEFAULT_OPSET,
+    max_length: int = 128,
+    atol: float = 1e-4,
+    exporter: Exporter = "auto",
+    run_config: Mapping[str, Any] | None = None,
+    source_checkpoint: str | None = None,
+) -> Path:
+    """Export the model in ``model_dir`` to the requested artifact kinds, each with a manifest.
+
+    Every ONNX export passes the fp32 parity gate (``max |Δlogit| <= atol`` against PyTorch on
+    ``parity_texts``) before anything is quantized; int8 artifacts record their drift and the int8 kernels
+    ORT runs for them. Kinds the installed libraries cannot produce are skipped with the reason recorded.
+
+    Args:
+        model_dir: A ``save_model_dir`` / ``save_pretrained`` directory holding the tokenizer too.
+        out_dir: Output directory (see the module docstring for its layout).
+        formats: Any of ``torch-fp32``, ``onnx-fp32``, ``ort-dynamic-int8``, ``ort-static-int8``, ``ort-int4``,
+            ``torch-dynamic-int8``.
+        calibration_texts: Texts for static quantization (a few hundred from the training split).
+        parity_texts: Real inputs for the parity gate (default: fixed sample sentences plus derived batches).
+        per_channel: Per-output-channel weight scales for the ORT int8 kinds.
+        quantize_embeddings: Quantize the embedding tables too (most of a small model's size).
+        embedding_bits: 4 (blockwise, the smallest file) or 8 bits per embedding value in the ORT int8 kinds
+            (see ``OrtQuantization`` for measured sizes and accuracy).
+        opset: ONNX opset.
+        max_length: Truncation length for calibration and parity inputs.
+        atol: Tolerance of the fp32 parity gate.
+        exporter: ``auto`` (dynamo, legacy fallback), ``dynamo`` or ``legacy``.
+        run_config: Resolved run configuration recorded in each manifest (not named ``config``, which the
+            command line reserves for ``--config FILE``).
+        source_checkpoint: Lightning checkpoint the model directory came from, recorded in the manifests.
+
+    Returns:
+        Path of the index ``manifest.json`` in ``out_dir``.
+    """
+    kinds = _validate_formats(formats, calibration_texts)
+    from lit_compress.models.io import load_model_dir
+
+    model, tokenizer = load_model_dir(model_dir), load_artifact_tokenizer(model_dir)
+    out = Path(out_dir)
+    (out / MANIFEST_NAME).unlink(missing_ok=True)  # an index from an earlier export must not outlive a crash
+    scheme = OrtQuantization(per_channel=per_channel, quantize_embeddings=quantize_embeddings,
+                             embedding_bits=embedding_bits)  # fmt: skip
+    source = {"model_dir": str(Path(model_dir).resolve()), "checkpoint": source_checkpoint}
+    job = _Job(model, tokenizer, out, scheme, source, dict(run_config or {}),
+               _parity_batches(tokenizer, parity_texts, max_length), max_length, atol)  # fmt: skip
+    artifacts, skipped = {}, {}
+    with tempfile.TemporaryDirectory(prefix="lc-export-") as staging:
+        fp32 = None
+        if any(k.startswith(("onnx", "ort")) for k in kinds):
+            fp32 = job.export_fp32(out if "onnx-fp32" in kinds else Path(staging), opset, exporter)
+        for kind in kinds:
+            reason = _unavailable(kind)
+            if reason:
+                skipped[kind] = reason
+                warnings.warn(f"skipping {kind}: {reason}", stacklevel=2)
+                continue
+            artifacts[kind] = job.produce(kind, fp32, calibration_texts)
+    index = {"schema": "lit_compress.export/1", "source": job.source, "config": job.config,
+             "versions": library_versions(), "artifacts": artifacts, "skipped": skipped,
+             "warnings": [w for a in artifacts.values() for w in a["warnings"]]}  # fmt: skip
+    return write_json_atomic(out / MANIFEST_NAME, index)
+
+
+@dataclass
+class _Job:
+    """State shared by the artifacts of one export (model, tokenizer, parity inputs, options)."""
+
+    model: nn.Module
+    tokenizer: Any
+    out: Path
+    scheme: OrtQuantization
+    source: dict[str, Any]
+    config: dict[str, Any]
+    parity_batches: list[dict[str, Tensor]]  # the last one is also the export sample
+    max_length: int = 128
+    atol: float = 1e-4
+    fp32_report: dict[str, Any] | None = None
+
+    def export_fp32(self, root: Path, opset: int, exporter: Exporter) -> Path:
+        path = export_onnx(self.model, root / "onnx-fp32" / ONNX_FILE, self.parity_batches[-1], opset=opset,
+                           atol=self.atol, parity_inputs=self.parity_batches, exporter=exporter)  # fmt: skip
+        self.fp32_report = read_export_metadata(path).get("parity")
+        return path
+
+    def produce(self, kind: str, fp32: Path | None, calibration_texts: Sequence[str] | None) -> dict[str, Any]:
+        directory = self.out / kind
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / MANIFEST_NAME).unlink(missing_ok=True)  # written again last, once the artifact is complete
+        producers = {"torch-fp32": self._torch_fp32, "onnx-fp32": self._onnx_fp32,
+                     "ort-dynamic-int8": self._ort_dynamic_int8, "ort-static-int8": self._ort_static_int8,
+                     "ort-int4": self._ort_int4, "torch-dynamic-int8": self._torch_dynamic_int8}  # fmt: skip
+        manifest = producers[kind](directory, fp32, calibration_texts)
+        path = write_manifest(directory, manifest)
+        return {"dir": kind, "manifest": str(path.relative_to(self.out)), "size_bytes": manifest["size_bytes"],
+                "gzip_bytes": manifest["gzip_bytes"], "runs_int8": manifest["runs_int8"],
+                "warnings": manifest["warnings"]}  # fmt: skip
+
+    def _torch_fp32(self, directory: Path, fp32: Path | None, texts: Any) -> dict[str, Any]:
+        from lit_compress.models.io import save_model_dir
+
+        save_model_dir(self.model, directory, self.tokenizer)
+        return self._manifest("torch-fp32", directory, torch_parameter_counts(self.model), None, None, None)
+
+    def _onnx_fp32(self, directory: Path, fp32: Path | None, texts: Any) -> dict[str, Any]:
+        assert fp32 is not None
+        self._sidecars(directory)
+        return self._manifest("onnx-fp32", fp32, onnx_parameter_counts(fp32), None, self.fp32_report,
+                              kernel_report(fp32, expect_int8=False))  # fmt: skip
+
+    def _ort_dynamic_int8(self, directory: Path, fp32: Path | None, texts: Any) -> dict[str, Any]:
+        assert fp32 is not None
+        path = quantize_ort_dynamic(fp32, directory / ONNX_FILE, self.scheme)
+        return self._ort_int8("ort-dynamic-int8", path, {"scheme": "ort-dynamic", **self.scheme.to_dict()})
+
+    def _ort_static_int8(self, directory: Path, fp32: Path | None, texts: Sequence[str] | None) -> dict[str, Any]:
+        assert fp32 is not None and texts
+        batches = tokenize_batches(self.tokenizer, list(texts), max_length=self.max_length)
+        path = quantize_ort_static(fp32, directory / ONNX_FILE, batches, self.scheme)
+        scheme = {"scheme": "ort-static-qdq", "calibration_examples": len(texts), **self.scheme.to_dict()}
+        return self._ort_int8("ort-static-int8", path, scheme)
+
+    def _ort_int4(self, directory: Path, fp32: Path | None, texts: Any) -> dict[str, Any]:
+        assert fp32 is not None
+        path = quantize_ort_int4(fp32, directory / ONNX_FILE, self.scheme)
+        scheme = {"scheme": "ort-weight-only-int4", "block_size": self.scheme.block_size, "symmetric": True,
+                  "accuracy_level": 4, "embeddings": "int4" if self.scheme.quantize_embeddings else "fp32"}  # fmt: skip
+        return self._ort_int8("ort-int4", path, scheme)
+
+    def _torch_dynamic_int8(self, directory: Path, fp32: Path | None, texts: Any) -> dict[str, Any]:
+        weights = save_torch_dynamic_int8(self.model, directory, self.tokenizer)
+        quantized = load_torch_dynamic_int8(directory)
+        parity = compare_logits(torch_logits(LogitsOnly(self.model), self.parity_batches),
+                                torch_logits(LogitsOnly(quantized), self.parity_batches), self.parity_batches,
+                                atol=self.atol, gate=False, what="torch dynamic int8")  # fmt: skip
+        scheme = {"scheme": "torch-dynamic", "weight_type": "qint8", "per_channel": False, "modules": ["Linear"]}
+        return self._manifest("torch-dynamic-int8", weights, torch_parameter_counts(quantized), scheme, parity,
+                              None)  # fmt: skip
+
+    def _ort_int8(self, kind: str, path: Path, scheme: dict[str, Any]) -> dict[str, Any]:
+        """Sidecars, drift against PyTorch and the kernel check of an ORT low-bit artifact."""
+        self._sidecars(path.parent)
+        parity = check_parity(LogitsOnly(self.model), path, self.parity_batches, atol=self.atol, gate=False,
+                              input_names=list(self.parity_batches[0]))  # fmt: skip
+        kernels = kernel_report(path, expect_int8=True)
+        return self._manifest(kind, path, onnx_parameter_counts(path), scheme, parity, kernels)
+
+    def _manifest(self, kind: str, artifact: Path, counts: Mapping[str, int], scheme: Any, parity: Any,
+                  kernels: Mapping[str, Any] | None) -> dict[str, Any]:  # fmt: skip
+        onnx_meta = None
+        if artifact.suffix == ".onnx":
+            meta = read_export_metadata(artifact)
+            onnx_meta = {k: meta.get(k) for k in ("opset", "exporter", "inputs", "dynamo_error") if k in meta}
+        warnings_ = [kernels["warning"]] if kernels and kernels.get("warning") else []
+        return build_manifest(kind, artifact, source=self.source, config=self.config, onnx=onnx_meta,  # type: ignore
+                              quantization=scheme, parameters=counts, parity=parity, kernels=kernels,
+                              warnings=warnings_)  # fmt: skip
+
+    def _sidecars(self, directory: Path) -> None:
+        """Tokenizer and config next to an ONNX file, so the directory is a deployable unit."""
+        self.tokenizer.save_pretrained(directory)
+        self.model.config.save_pretrained(directory)
+
+
+def _validate_formats(formats: Sequence[str], calibration_texts: Sequence[str] | None) -> list[str]:
+    if isinstance(formats, str):
+        formats = [formats]
+    unknown = [f for f in formats if f not in ARTIFACT_KINDS]
+    if unknown or not formats:
+        raise ValueError(f"Unknown export formats {unknown or formats}; choose from {list(ARTIFACT_KINDS)}.")
+    if "ort-static-int8" in formats and not calibration_texts:
+        raise ValueError("ort-static-int8 needs calibration_texts (a few hundred training texts).")
+    return list(dict.fromkeys(formats))
+
+
+def _unavailable(kind: str) -> str | None:
+    return torch_dynamic_int8_unavailable() if kind == "torch-dynamic-int8" else None
+
+
+def _parity_batches(tokenizer: Any, texts: Sequence[str] | None, max_length: int) -> list[dict[str, Tensor]]:
+    """Batches of 1, 4 and 8 consecutive texts (cycled when fewer), padded to their longest text.
+
+    Without texts: the two fixed sample sentences, preceded by batches derived from them (other sizes and
+    lengths, random in-vocabulary tokens, padding).
+    """
+    if not texts:
+        enc = tokenizer(list(SAMPLE_TEXTS), padding=True, return_tensors="pt")
+        sample = {k: enc[k].to(torch.long) for k in ("input_ids", "attention_mask")}
+        return [*derived_parity_inputs(sample), sample]
+    texts, batches, start = list(texts), [], 0
+    for size in PARITY_BATCH_SIZES:
+        chunk = [texts[(start + i) % len(texts)] for i in range(size)]
+        start += size
+        enc = tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        batches.append({k: enc[k].to(torch.long) for k in ("input_ids", "attention_mask")})
+    return batches

@@ -1,0 +1,262 @@
+"""Export a sequence classifier to ONNX with dynamic batch and sequence axes, gated by a parity check.
+
+Found by trial on torch 2.13: ``torch.onnx.export`` defaults to the dynamo exporter and writes weights to a
+``.onnx.data`` sidecar unless ``external_data=False``; dynamic axes are given as ``dynamic_shapes`` built with
+``torch.export.Dim``; the top module must be in eval mode. Dynamo exports carry per-node stack traces
+(``metadata_props``) and ``graph.value_info`` that triple the size of a small model and break ONNX Runtime's
+quantization tools, so they are stripped here. What was done is recorded in the model's own
+``metadata_props`` (``lit_compress.*`` keys, see :func:`read_export_metadata`), so the file describes itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from lit_compress.export.parity import check_parity, derived_parity_inputs
+from lit_compress.utils.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 18
+INPUT_ORDER = ("input_ids", "attention_mask", "token_type_ids")
+META_PREFIX = "lit_compress."
+
+Exporter = Literal["auto", "dynamo", "legacy"]
+
+
+class LogitsOnly(nn.Module):
+    """Wrap a Hugging Face classifier so the exported graph has a single ``logits`` output.
+
+    Also accepts plain modules that return a tensor or a tuple whose first item is the logits.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        out = self.model(**kwargs)
+        if isinstance(out, Tensor):
+            return out
+        logits = getattr(out, "logits", None)
+        return logits if logits is not None else out[0]
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    sample_inputs: Mapping[str, Tensor],
+    *,
+    opset: int = DEFAULT_OPSET,
+    check: bool = True,
+    atol: float = 1e-4,
+    parity_inputs: Sequence[Mapping[str, Tensor]] | None = None,
+    exporter: Exporter = "auto",
+    strip_metadata: bool = True,
+    id2label: Mapping[int, str] | None = None,
+) -> Path:
+    """Export ``model`` to a single self-contained ONNX file whose only output is ``logits``.
+
+    The export is written to a temporary file and renamed onto ``path`` only after the parity gate passed,
+    so a failed export never leaves a file that looks complete.
+
+    Args:
+        model: A classifier (``model(input_ids=..., attention_mask=...).logits``), exported in eval mode
+            (its training flag is restored afterwards).
+        path: Destination ``.onnx`` file.
+        sample_inputs: Example inputs keyed by name (``input_ids``, ``attention_mask``, optionally
+            ``token_type_ids``); batch and sequence axes are exported as dynamic. A batch of one is repeated
+            to two rows so the exporter does not specialise the batch axis to 1.
+        opset: ONNX opset version.
+        check: Run the parity gate (ONNX Runtime against PyTorch) before publishing the file.
+        atol: Largest allowed ``max |Δlogit|`` of the parity gate.
+        parity_inputs: Inputs for the gate, ideally tokenized real texts with padding; by default batches of
+            other sizes and lengths, with padding, are derived from ``sample_inputs``.
+        exporter: ``"dynamo"``, ``"legacy"`` (TorchScript, ``dynamic_axes``, opset at most 17), or ``"auto"``:
+            dynamo, falling back to legacy if dynamo fails. The one used is recorded in the file's metadata.
+        strip_metadata: Drop per-node debug metadata, doc strings and ``graph.value_info``.
+        id2label: Label names stored in the file; defaults to ``model.config.id2label`` when present.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ParityError: ``max |Δlogit|`` exceeds ``atol`` (the message says where).
+    """
+    names = _input_names(sample_inputs)
+    inputs = _two_row_batch({k: sample_inputs[k] for k in names})
+    with _eval_mode(model):
+        wrapper = LogitsOnly(model).eval()
+        proto, used, error = _export_proto(wrapper, inputs, names, opset, exporter)
+        if strip_metadata:
+            strip_onnx_metadata(proto)
+        _name_dynamic_axes(proto, names)
+        props = {"exporter": used, "opset": str(_default_opset(proto)), "inputs": json.dumps(names)}
+        labels = id2label if id2label is not None else getattr(getattr(model, "config", None), "id2label", None)
+        if labels:
+            props["id2label"] = json.dumps({str(int(k)): str(v) for k, v in labels.items()})
+        if error:
+            props["dynamo_error"] = error[:2000]
+        if check:
+            batches = list(parity_inputs) if parity_inputs is not None else derived_parity_inputs(inputs)
+            report = check_parity(wrapper, proto.SerializeToString(), batches, atol=atol, input_names=names)
+            props["parity"] = json.dumps(report)
+    set_export_metadata(proto, props)
+    import onnx
+
+    with atomic_path(path) as tmp:
+        onnx.save_model(proto, str(tmp))
+    return Path(path)
+
+
+def read_export_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Return the ``lit_compress.*`` metadata of an ONNX file (JSON values decoded), without weights."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    meta: dict[str, Any] = {}
+    for prop in proto.metadata_props:
+        if prop.key.startswith(META_PREFIX):
+            key = prop.key[len(META_PREFIX) :]
+            meta[key] = _maybe_json(prop.value)
+    meta.setdefault("opset", _default_opset(proto))
+    return meta
+
+
+def set_export_metadata(proto: Any, props: Mapping[str, str]) -> None:
+    """Set ``lit_compress.<key>`` entries of ``proto.metadata_props`` (replacing existing keys)."""
+    keys = {META_PREFIX + k: v for k, v in props.items()}
+    kept = [(p.key, p.value) for p in proto.metadata_props if p.key not in keys]
+    del proto.metadata_props[:]
+    for key, value in [*kept, *keys.items()]:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def strip_onnx_metadata(proto: Any) -> None:
+    """Remove ``graph.value_info``, per-node ``metadata_props`` and doc strings (in place).
+
+    ONNX Runtime's quantizers fail on the ``value_info`` a dynamo export carries; the node metadata (stack
+    traces) is pure size. Neither changes what the graph computes.
+    """
+    del proto.graph.value_info[:]
+    proto.graph.doc_string = ""
+    for node in proto.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+
+
+def _export_proto(
+    wrapper: nn.Module, inputs: dict[str, Tensor], names: list[str], opset: int, exporter: Exporter
+) -> tuple[Any, str, str | None]:
+    if exporter not in ("auto", "dynamo", "legacy"):
+        raise ValueError(f"exporter={exporter!r} is not one of 'auto', 'dynamo', 'legacy'.")
+    if exporter == "legacy":
+        return _export_legacy(wrapper, inputs, names, opset), "legacy", None
+    try:
+        return _export_dynamo(wrapper, inputs, names, opset), "dynamo", None
+    except Exception as err:  # the dynamo exporter raises many types; "auto" falls back on any of them
+        if exporter == "dynamo":
+            raise
+        log.warning("dynamo ONNX export failed (%s); falling back to the legacy exporter", err)
+        return _export_legacy(wrapper, inputs, names, opset), "legacy", f"{type(err).__name__}: {err}"
+
+
+def _export_dynamo(wrapper: nn.Module, inputs: dict[str, Tensor], names: list[str], opset: int) -> Any:
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    shapes = {name: {0: batch, 1: seq} for name in names}
+    with _quiet():
+        program = torch.onnx.export(
+            wrapper, (), None, kwargs=inputs, dynamo=True, external_data=False, dynamic_shapes=shapes,
+            input_names=names, output_names=["logits"], opset_version=opset, verbose=False,
+        )  # fmt: skip
+    return program.model_proto
+
+
+def _export_legacy(wrapper: nn.Module, inputs: dict[str, Tensor], names: list[str], opset: int) -> Any:
+    import onnx
+
+    axes = {name: {0: "batch", 1: "sequence"} for name in names}
+    axes["logits"] = {0: "batch"}
+    buffer = io.BytesIO()
+    with _quiet():
+        torch.onnx.export(
+            wrapper, tuple(inputs[n] for n in names), buffer, dynamo=False, input_names=names,
+            output_names=["logits"], dynamic_axes=axes, opset_version=min(opset, 17),
+        )  # fmt: skip
+    return onnx.load_model_from_string(buffer.getvalue())
+
+
+def _default_opset(proto: Any) -> int | None:
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def _input_names(sample_inputs: Mapping[str, Tensor]) -> list[str]:
+    unknown = set(sample_inputs) - set(INPUT_ORDER)
+    if unknown or not {"input_ids", "attention_mask"} <= set(sample_inputs):
+        raise ValueError(
+            f"sample_inputs must hold 'input_ids' and 'attention_mask' (optionally 'token_type_ids'); "
+            f"got {sorted(sample_inputs)}. Drop other keys (e.g. 'labels') before exporting."
+        )
+    return [n for n in INPUT_ORDER if n in sample_inputs]
+
+
+def _two_row_batch(inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+    first = next(iter(inputs.values()))
+    if first.dim() != 2:
+        raise ValueError(f"sample inputs must be 2-D (batch, sequence); got shape {tuple(first.shape)}.")
+    if first.shape[0] > 1 and first.shape[1] > 1:
+        return inputs
+    return {k: v.repeat(2 if v.shape[0] == 1 else 1, 2 if v.shape[1] == 1 else 1) for k, v in inputs.items()}
+
+
+def _name_dynamic_axes(proto: Any, names: list[str]) -> None:
+    for value in proto.graph.input:
+        if value.name in names:
+            dims = value.type.tensor_type.shape.dim
+            dims[0].dim_param, dims[1].dim_param = "batch", "sequence"
+    for value in proto.graph.output:
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) == 2:
+            dims[0].dim_param = "batch"
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode inside the block; afterwards every submodule gets its own previous mode back."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the exporters' progress prints and warnings (they go to stdout and ``warnings``)."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _maybe_json(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value

@@ -1,0 +1,50 @@
+"""Fixtures for benchmark tests: a tiny tokenizer, a tiny classifier directory and quickly exported artifacts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import BertTokenizerFast
+
+from lit_compress.export import export_model
+from lit_compress.models.io import save_model_dir
+from lit_compress.models.tiny import tiny_bert
+
+WORDS = "news sport business tech politics film music game win lose market bank vote team goal player".split()
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> BertTokenizerFast:
+    vocab = tmp_path_factory.mktemp("vocab") / "vocab.txt"
+    vocab.write_text("\n".join(SPECIAL + WORDS) + "\n")
+    return BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+
+
+@pytest.fixture(scope="session")
+def texts() -> list[str]:
+    return [" ".join(WORDS[(5 * i + 3 * j) % len(WORDS)] for j in range(2 + i % 7)) for i in range(24)]
+
+
+@pytest.fixture(scope="session")
+def labels(texts: list[str]) -> list[int]:
+    return [i % 3 for i in range(len(texts))]
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: BertTokenizerFast) -> Path:
+    model = tiny_bert(seed=1)
+    with torch.no_grad():
+        model.classifier.weight.mul_(50.0)
+    return save_model_dir(model, tmp_path_factory.mktemp("model") / "tiny", tokenizer)
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory, model_dir: Path, texts: list[str]) -> Path:
+    """fp32 and int8 artifacts (legacy exporter: fast, and export itself is tested in tests/export)."""
+    out = tmp_path_factory.mktemp("artifacts")
+    export_model(str(model_dir), str(out), formats=["onnx-fp32", "ort-dynamic-int8", "torch-dynamic-int8"],
+                 parity_texts=texts, exporter="legacy")  # fmt: skip
+    return out
