@@ -74,3 +74,102 @@ class DistillConfig:
     def __post_init__(self) -> None:
         if self.layers is None and self.student is None:
             raise ValueError("Distillation needs `layers` (teacher layers to keep) or a `student` model.")
+
+
+@dataclass
+class PruneConfig:
+    """Compression stage: vocabulary trimming, then distillation with gradual structured pruning.
+
+    Attributes:
+        enabled: Run the stage.
+        head_ratio: Final fraction of attention heads removed (per layer, or globally with ``scope: global``).
+        ffn_ratio: Final fraction of FFN intermediate channels removed.
+        importance: ``"taylor"`` (accumulated gate gradients) or ``"magnitude"``.
+        scope: ``"layer"`` or ``"global"`` ranking of heads/channels.
+        schedule_end: Fraction of the stage's steps at which the cubic schedule reaches the final ratios
+            (Zhu & Gupta 2017); the rest of the stage recovers accuracy.
+        vocab_min_frequency: Keep tokens the training split uses at least this often (0 disables trimming).
+        alpha: Weight of the hard-label CE in this stage's distillation loss.
+        temperature: KD temperature.
+        train: Training knobs of the stage.
+    """
+
+    enabled: bool = True
+    head_ratio: float = 0.5
+    ffn_ratio: float = 0.75
+    importance: str = "taylor"
+    scope: str = "layer"
+    schedule_end: float = 0.6
+    vocab_min_frequency: int = 2
+    alpha: float = 0.5
+    temperature: float = 2.0
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5, lr=1e-4))
+
+    def __post_init__(self) -> None:
+        for name in ("head_ratio", "ffn_ratio"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"prune.{name} must be in [0, 1), got {getattr(self, name)}.")
+        if not 0.0 < self.schedule_end <= 1.0:
+            raise ValueError(f"prune.schedule_end must be in (0, 1], got {self.schedule_end}.")
+        if self.vocab_min_frequency < 0:
+            raise ValueError(f"prune.vocab_min_frequency must be >= 0, got {self.vocab_min_frequency}.")
+
+
+@dataclass
+class QATConfig:
+    """Quantization-aware distillation of the pruned student (dynamic and/or static activation schemes).
+
+    Attributes:
+        schemes: ``"dynamic"`` (mimics ORT dynamic quantization; the deploy artifact) and/or ``"static"``
+            (learned activation scales, exported as Q/DQ ONNX). Empty disables the stage.
+        start_fraction: Fraction of the steps trained in fp32 before fake quantization starts.
+        freeze_fraction: Fraction of the steps after which static observers freeze.
+        alpha: Weight of the hard-label CE.
+        temperature: KD temperature.
+        train: Training knobs of the stage.
+    """
+
+    schemes: list[str] = field(default_factory=lambda: ["dynamic", "static"])
+    start_fraction: float = 0.0
+    freeze_fraction: float = 0.7
+    alpha: float = 0.5
+    temperature: float = 2.0
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, lr=3e-5))
+
+    def __post_init__(self) -> None:
+        unknown = set(self.schemes) - {"dynamic", "static"}
+        if unknown:
+            raise ValueError(f"qat.schemes has unknown entries {sorted(unknown)}; use 'dynamic' and/or 'static'.")
+
+
+@dataclass
+class ExportConfig:
+    """ONNX / int8 export of the students.
+
+    Attributes:
+        formats: Artifact kinds for the distilled student (the compressed students get ORT fp32/int8).
+        per_channel: Per-output-channel int8 weight scales.
+        quantize_embeddings: Quantize the embedding tables too (the biggest size cut after trimming).
+        embedding_bits: Bits of the quantized embedding tables in the ORT artifacts (4: blockwise, 8: int8).
+        calibration_size: Training texts used to calibrate static quantization.
+    """
+
+    formats: list[str] = field(
+        default_factory=lambda: ["onnx-fp32", "ort-dynamic-int8", "ort-static-int8", "torch-dynamic-int8"]
+    )
+    per_channel: bool = True
+    quantize_embeddings: bool = True
+    embedding_bits: int = 4
+    calibration_size: int = 256
+
+
+@dataclass
+class BenchConfig:
+    """Benchmark settings (the book's: one thread, 100 timed single queries after warm-up)."""
+
+    enabled: bool = True
+    threads: int = 1
+    runs: int = 100
+    warmup: int = 10
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 32])
+    throughput_runs: int = 10

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
+from typing import Any
 
-from lit_compress.pipeline.config import DataConfig, DistillConfig, TeacherConfig
+from lit_compress.pipeline.config import (
+    BenchConfig,
+    DataConfig,
+    DistillConfig,
+    ExportConfig,
+    PruneConfig,
+    QATConfig,
+    TeacherConfig,
+)
 from lit_compress.pipeline.context import RunContext
 from lit_compress.pipeline.report import summary_table, write_summary
 from lit_compress.pipeline.stages import distill_stage, teacher_stage
@@ -18,11 +28,18 @@ def run_pipeline(
     data: DataConfig | None = None,
     teacher: TeacherConfig | None = None,
     distill: DistillConfig | None = None,
+    prune: PruneConfig | None = None,
+    qat: QATConfig | None = None,
+    export: ExportConfig | None = None,
+    benchmark: BenchConfig | None = None,
 ) -> dict:
     """Fine-tune the teacher, distil a student, compress and export it, and benchmark every variant.
 
-    Every stage writes into ``run_dir/<stage>/``; the resolved configuration is saved as
-    ``run_dir/config.yaml`` and the final table as ``run_dir/results.{md,json}``.
+    Stages, each writing into ``run_dir/<stage>/``: ``teacher`` → ``distill`` → ``prune`` (vocabulary
+    trimming + gradual structured pruning while distilling) → ``qat_dynamic`` / ``qat_static``
+    (quantization-aware distillation) → ``export`` (ONNX, ORT int8, torch int8, with manifests) →
+    ``benchmark`` (the side-by-side table and plot). The resolved configuration is saved as
+    ``run_dir/config.yaml``; the final table as ``run_dir/results.md`` and ``run_dir/benchmark/``.
 
     Args:
         run_dir: Output directory of the run.
@@ -31,30 +48,54 @@ def run_pipeline(
         data: Dataset and tokenization.
         teacher: Teacher fine-tuning.
         distill: Student distillation.
+        prune: Vocabulary trimming and structured pruning (``enabled: false`` skips it).
+        qat: Quantization-aware training (``schemes: []`` skips it).
+        export: ONNX / int8 export.
+        benchmark: Benchmark settings (``enabled: false`` skips export and benchmark).
 
     Returns:
-        The results per variant.
+        The training-stage results per variant.
     """
     import torch
 
-    data, teacher, distill = data or DataConfig(), teacher or TeacherConfig(), distill or DistillConfig()
+    sections = {
+        "data": data or DataConfig(), "teacher": teacher or TeacherConfig(), "distill": distill or DistillConfig(),
+        "prune": prune or PruneConfig(), "qat": qat or QATConfig(), "export": export or ExportConfig(),
+        "benchmark": benchmark or BenchConfig(),
+    }
     if threads:
         torch.set_num_threads(threads)
     ctx = RunContext(run_dir=Path(run_dir), resume=resume)
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
-    save_resolved_config(ctx.run_dir, run_dir=run_dir, threads=threads, data=data, teacher=teacher, distill=distill)
-    teacher_stage(ctx, data, teacher)
-    distill_stage(ctx, data, distill)
+    resolved = save_resolved_config(ctx.run_dir, run_dir=run_dir, threads=threads, **sections)
+    _train(ctx, sections)
     table = summary_table(ctx)
-    print("\n" + table)
+    print("\nTraining stages (test split, PyTorch):\n" + table)
+    bench = sections["benchmark"]
+    if bench.enabled:
+        from lit_compress.pipeline.deploy import benchmark_stage, export_stage
+
+        artifacts = export_stage(ctx, sections["data"], sections["export"], resolved)
+        bench_table = benchmark_stage(ctx, sections["data"], bench, artifacts)
+        print("\nBenchmark (test split, batch 1 latency, %d thread(s)):\n%s" % (bench.threads, bench_table))
+        table += "\n\n## Benchmark\n\n" + bench_table
     write_summary(ctx, table)
     return ctx.results
 
 
-def save_resolved_config(out_dir: Path, **sections: object) -> Path:
-    """Write the fully resolved configuration of the run as YAML (atomically)."""
-    import dataclasses
+def _train(ctx: RunContext, sections: dict[str, Any]) -> None:
+    from lit_compress.pipeline.compress import prune_stage, qat_stage
 
+    data, export = sections["data"], sections["export"]
+    teacher_stage(ctx, data, sections["teacher"])
+    distill_stage(ctx, data, sections["distill"])
+    prune_stage(ctx, data, sections["prune"])
+    for scheme in sections["qat"].schemes:
+        qat_stage(ctx, data, sections["qat"], scheme, export.per_channel, export.quantize_embeddings)
+
+
+def save_resolved_config(out_dir: Path, **sections: object) -> dict[str, Any]:
+    """Write the fully resolved configuration of the run as YAML (atomically) and return it."""
     import yaml
 
     from lit_compress.utils.io import write_text_atomic
@@ -62,10 +103,11 @@ def save_resolved_config(out_dir: Path, **sections: object) -> Path:
     def plain(value: object) -> object:
         return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value  # type: ignore[arg-type]
 
-    resolved = {k: plain(v) for k, v in sections.items()}
+    resolved: dict[str, Any] = {k: plain(v) for k, v in sections.items()}
     resolved["lit_compress_version"] = _version()
     resolved["cwd"] = os.getcwd()
-    return write_text_atomic(out_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    write_text_atomic(out_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    return resolved
 
 
 def _version() -> str:

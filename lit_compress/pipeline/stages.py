@@ -55,27 +55,41 @@ def teacher_stage(ctx: RunContext, data: DataConfig, cfg: TeacherConfig) -> None
     _record(ctx, stage, stage, record)
 
 
+def fit_distillation(
+    ctx: RunContext, stage: str, data: DataConfig, tokenizer: str, module: DistillationModule,
+    train: Any, callbacks: list[Any] | None = None,
+) -> dict[str, float]:
+    """Fit ``module`` on the run's data tokenized with ``tokenizer``; return its test metrics."""
+    L.seed_everything(data.seed, workers=True)
+    dm = make_datamodule(data, tokenizer)
+    trainer = make_trainer(train, ctx.stage_dir(stage), callbacks=callbacks)
+    with Stopwatch(ctx, stage):
+        trainer.fit(module, datamodule=dm)
+        return test_metrics(trainer, module, dm)
+
+
+def finish_stage(ctx: RunContext, stage: str, variant: str, model: Any, tokenizer: Any,
+                 metrics: dict[str, float], **extra: Any) -> None:
+    """Save the stage's model with its tokenizer, then record the stage as done."""
+    model_dir = save_model_dir(model, ctx.run_dir / stage / "model", tokenizer=tokenizer)
+    record = {"metrics": _model_metrics(model, model_dir, metrics), "seconds": ctx.timings.get(stage), **extra}
+    ctx.mark_done(stage, record)
+    _record(ctx, variant, stage, record)
+
+
 def distill_stage(ctx: RunContext, data: DataConfig, cfg: DistillConfig) -> None:
     """Distil the fine-tuned teacher into a smaller student."""
     stage, variant = "distill", "student"
     if _reuse(ctx, variant, stage):
         return
-    out = ctx.stage_dir(stage)
     teacher_dir = str(ctx.models["teacher"])
-    L.seed_everything(data.seed, workers=True)
-    dm = make_datamodule(data, cfg.student or teacher_dir)
     module = DistillationModule(
-        teacher=teacher_dir, student=cfg.student, student_layers=cfg.layers, labels=dm.label_names,
+        teacher=teacher_dir, student=cfg.student, student_layers=cfg.layers,
+        labels=make_datamodule(data, teacher_dir).label_names,
         alpha=cfg.alpha, temperature=cfg.temperature, hidden_weight=cfg.hidden_weight,
         cosine_weight=cfg.cosine_weight, cache_teacher_logits=cfg.cache_teacher_logits,
         lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, warmup_ratio=cfg.train.warmup_ratio,
     )
-    trainer = make_trainer(cfg.train, out)
-    with Stopwatch(ctx, stage):
-        trainer.fit(module, datamodule=dm)
-        metrics = test_metrics(trainer, module, dm)
-    tokenizer = dm.tokenizer if cfg.student else load_tokenizer(teacher_dir)
-    model_dir = save_model_dir(module.student, out / "model", tokenizer=tokenizer)
-    record = {"metrics": _model_metrics(module.student, model_dir, metrics), "seconds": ctx.timings[stage]}
-    ctx.mark_done(stage, record)
-    _record(ctx, variant, stage, record)
+    tokenizer_name = cfg.student or teacher_dir
+    metrics = fit_distillation(ctx, stage, data, tokenizer_name, module, cfg.train)
+    finish_stage(ctx, stage, variant, module.student, load_tokenizer(tokenizer_name), metrics)

@@ -4,13 +4,15 @@ import pytest
 
 from lit_compress.cli import main
 from lit_compress.pipeline import DataConfig, DistillConfig, TeacherConfig, TrainConfig, run_pipeline
+from lit_compress.pipeline.config import BenchConfig, PruneConfig, QATConfig
 
 
-def test_main_job_on_a_reduced_budget(tmp_path, csv_files, tiny_model_dir) -> None:
+def test_training_stages_on_a_reduced_budget(tmp_path, csv_files, tiny_model_dir) -> None:
     data = DataConfig(dataset="local", data_files=csv_files, batch_size=8, max_length=16)
     teacher = TeacherConfig(model=str(tiny_model_dir), train=TrainConfig(epochs=1, max_steps=3, lr=1e-3))
     distill = DistillConfig(layers=[1], train=TrainConfig(epochs=1, max_steps=3, lr=1e-3))
-    results = run_pipeline(run_dir=str(tmp_path / "run"), data=data, teacher=teacher, distill=distill)
+    off = {"prune": PruneConfig(enabled=False), "qat": QATConfig(schemes=[]), "benchmark": BenchConfig(enabled=False)}
+    results = run_pipeline(run_dir=str(tmp_path / "run"), data=data, teacher=teacher, distill=distill, **off)
     assert set(results) == {"teacher", "student"}
     saved = json.loads((tmp_path / "run" / "results.json").read_text())["results"]
     assert saved["student"]["parameters"] < saved["teacher"]["parameters"]
@@ -18,7 +20,8 @@ def test_main_job_on_a_reduced_budget(tmp_path, csv_files, tiny_model_dir) -> No
     assert (tmp_path / "run" / "config.yaml").exists()
     assert (tmp_path / "run" / "distill" / "model" / "config.json").exists()
     # resume: completed stages are reused, not retrained
-    again = run_pipeline(run_dir=str(tmp_path / "run"), resume=True, data=data, teacher=teacher, distill=distill)
+    again = run_pipeline(run_dir=str(tmp_path / "run"), resume=True, data=data, teacher=teacher, distill=distill,
+                         **off)
     assert again == results
 
 
@@ -29,3 +32,29 @@ def test_pipeline_verb_rejects_bad_config(tmp_path, capsys) -> None:
         main(["pipeline", "--config", str(bad)])
     assert err.value.code != 0
     assert "layers" in capsys.readouterr().err
+
+
+def test_every_stage_on_a_tiny_model(tmp_path, csv_files, tiny_model_dir) -> None:
+    """teacher -> distill -> trim+prune -> QAT (dynamic, static) -> export -> benchmark, end to end."""
+    data = DataConfig(dataset="local", data_files=csv_files, batch_size=8, max_length=16)
+    quick = TrainConfig(epochs=2, max_steps=6, lr=1e-3)
+    run = tmp_path / "run"
+    results = run_pipeline(
+        run_dir=str(run), data=data,
+        teacher=TeacherConfig(model=str(tiny_model_dir), train=quick),
+        distill=DistillConfig(layers=[0, 1], train=quick),
+        prune=PruneConfig(head_ratio=0.5, ffn_ratio=0.5, vocab_min_frequency=2, train=quick),
+        qat=QATConfig(schemes=["dynamic", "static"], train=TrainConfig(epochs=1, max_steps=3, lr=1e-4)),
+        benchmark=BenchConfig(runs=3, warmup=1, batch_sizes=[1, 4], throughput_runs=1),
+    )
+    assert set(results) == {"teacher", "student", "pruned", "qat_dynamic", "qat_static"}
+    arch = json.loads((run / "prune" / "stage.json").read_text())["architecture"]
+    assert arch["num_heads"] == [2, 2] and arch["intermediate_sizes"] == [32, 32]
+    vocab = json.loads((run / "prune" / "stage.json").read_text())["vocabulary"]
+    assert vocab["new_vocab_size"] < vocab["old_vocab_size"]
+    bench = json.loads((run / "benchmark" / "benchmark.json").read_text())
+    names = {row["name"] for row in bench["rows"]}
+    assert {"teacher torch fp32", "pruned+trimmed QAT ORT dynamic int8", "pruned+trimmed QAT static int8 (Q/DQ)",
+            "student ORT dynamic int8", "pruned+trimmed PTQ ORT static int8"} <= names
+    assert (run / "benchmark" / "benchmark.png").stat().st_size > 0
+    assert "pruned+trimmed QAT ORT dynamic int8" in (run / "results.md").read_text()
