@@ -38,8 +38,12 @@ class LotteryTicket(GradualPruning):
             pruning step ``round_length``.
         scope: ``"global"`` (the paper, for conv nets) or ``"local"`` magnitude ranking.
         reset_optimizer: Clear the optimizer state (e.g. Adam moments) at every rewind, as a fresh run would.
-        filter_fn, module_types, name_regex, parameter_names, permanent_at_fit_end, log_per_layer: As in
-            :class:`~lit_compress.prune.callback.GradualPruning`.
+        filter_fn: As in :class:`~lit_compress.prune.callback.GradualPruning`.
+        module_types: As in ``GradualPruning``.
+        name_regex: As in ``GradualPruning``.
+        parameter_names: As in ``GradualPruning``.
+        permanent_at_fit_end: As in ``GradualPruning``.
+        log_per_layer: As in ``GradualPruning``.
     """
 
     def __init__(
