@@ -36,11 +36,14 @@ def trainer_cli(args: Sequence[str] | None = None, run: bool = True) -> LitCompr
     """Build (and by default run) the Trainer-backed part of the CLI."""
     import lightning as L
 
+    from lit_compress.loggers import LoggedConfig
+
     return LitCompressCLI(
         L.LightningModule,
         L.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
+        save_config_callback=LoggedConfig,
         save_config_kwargs={"overwrite": True},
         args=list(args) if args is not None else None,
         run=run,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 
 def require(module: str, extra: str) -> None:
@@ -12,7 +13,13 @@ def require(module: str, extra: str) -> None:
         module: Importable module name, e.g. ``"optuna"``.
         extra: The ``lit-compress`` extra that installs it, e.g. ``"tune"``.
     """
-    if importlib.util.find_spec(module) is None:
+    if module in sys.modules:  # already imported (some packages replace their module object: no __spec__)
+        return
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ValueError:
+        found = False
+    if not found:
         raise ImportError(
             f"`{module}` is required for this feature but is not installed. "
             f"Install it with `pip install 'lit-compress[{extra}]'` (or `pip install {module}`)."
