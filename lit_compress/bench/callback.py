@@ -137,7 +137,10 @@ class Benchmark(L.Callback):
         teacher = getattr(pl_module, "teacher", None)
         if self.include_teacher and isinstance(teacher, nn.Module):
             variants.append(Variant(TEACHER, str(save_model_dir(teacher, work / "teacher", tokenizer))))
-        student = save_model_dir(compression_target(pl_module), work / "student", tokenizer)
+        from lit_compress.quant.export import strip_fake_quant
+
+        # a QAT-prepared student is saved as the plain fp32 model it deploys as (weights on the int8 grid)
+        student = save_model_dir(strip_fake_quant(compression_target(pl_module)), work / "student", tokenizer)
         variants.append(Variant(STUDENT, str(student), kind="torch-fp32"))
         variants += self._export(trainer, student, work / "export", texts)
         variants += self.extra_variants
@@ -163,6 +166,9 @@ class Benchmark(L.Callback):
             return []
         export_model(str(student), str(out), formats=formats, parity_texts=texts[:13],
                      calibration_texts=calibration or None, **self.export_options)  # fmt: skip
+        from lit_compress.loggers import log_export_artifacts
+
+        log_export_artifacts(trainer, out, name="student")  # a no-op without a W&B run
         return [Variant(VARIANT_NAMES[f], str(out / f), kind=f) for f in formats
                 if (out / f / "manifest.json").is_file()]  # fmt: skip
 
