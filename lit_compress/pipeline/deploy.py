@@ -79,8 +79,8 @@ def benchmark_stage(ctx: RunContext, data: DataConfig, cfg: BenchConfig, artifac
 
 
 def _final_variant(artifacts: dict[str, Path]) -> str | None:
-    for name in ("pruned+trimmed QAT ORT dynamic int8", "pruned+trimmed PTQ ORT dynamic int8",
-                 "student ORT dynamic int8"):
+    for name in ("pruned+trimmed QAT static int8 (Q/DQ)", "pruned+trimmed QAT ORT dynamic int8",
+                 "pruned+trimmed PTQ ORT dynamic int8", "student ORT dynamic int8"):
         if name in artifacts:
             return name
     return None

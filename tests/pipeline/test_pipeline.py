@@ -58,3 +58,24 @@ def test_every_stage_on_a_tiny_model(tmp_path, csv_files, tiny_model_dir) -> Non
             "student ORT dynamic int8", "pruned+trimmed PTQ ORT static int8"} <= names
     assert (run / "benchmark" / "benchmark.png").stat().st_size > 0
     assert "pruned+trimmed QAT ORT dynamic int8" in (run / "results.md").read_text()
+
+
+def test_main_job_on_the_embedded_default_with_a_reduced_budget(tmp_path) -> None:
+    """The real MiniLM teacher and BBC News, every stage, a few optimizer steps each."""
+    steps = TrainConfig(epochs=1, max_steps=4, lr=1e-4)
+    run = tmp_path / "main"
+    results = run_pipeline(
+        run_dir=str(run), data=DataConfig(max_length=32, batch_size=16),
+        teacher=TeacherConfig(train=steps), distill=DistillConfig(layers=[0, 5], train=steps),
+        prune=PruneConfig(head_ratio=0.5, ffn_ratio=0.5, train=TrainConfig(epochs=1, max_steps=6, lr=1e-4)),
+        qat=QATConfig(schemes=["dynamic", "static"], train=TrainConfig(epochs=1, max_steps=3, lr=1e-5)),
+        benchmark=BenchConfig(runs=5, warmup=1, batch_sizes=[1], throughput_runs=1),
+    )
+    assert results["teacher"]["parameters"] == 22_715_141  # all-MiniLM-L6-v2 + a 5-way head
+    stage = json.loads((run / "prune" / "stage.json").read_text())
+    assert stage["architecture"]["num_heads"] == [6, 6] and stage["architecture"]["intermediate_sizes"] == [768, 768]
+    assert stage["vocabulary"]["new_vocab_size"] < 30522 // 3
+    bench = {row["name"]: row for row in json.loads((run / "benchmark" / "benchmark.json").read_text())["rows"]}
+    assert bench["pruned+trimmed QAT static int8 (Q/DQ)"]["size_mb"] < bench["teacher torch fp32"]["size_mb"] / 10
+    manifest = json.loads((run / "export" / "student" / "ort-dynamic-int8" / "manifest.json").read_text())
+    assert manifest["runs_int8"] is True and manifest["parity"] is not None
