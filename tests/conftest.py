@@ -15,6 +15,18 @@ WORDS = {
 }
 
 
+def word_tokenizer(words: list[str]):
+    """A lower-casing ``BertTokenizerFast`` whose vocabulary is the special tokens, then ``words``.
+
+    transformers 5 builds the vocabulary from ``vocab=``; a ``vocab_file=`` argument is ignored there and leaves
+    only the special tokens, so every word would become ``[UNK]``.
+    """
+    from transformers import BertTokenizerFast
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [w for w in words if not w.startswith("[")]
+    return BertTokenizerFast(vocab={w: i for i, w in enumerate(dict.fromkeys(vocab))}, do_lower_case=True)
+
+
 def make_tokenizer(directory: Path):
     """A BertTokenizerFast over the WORDS vocabulary plus filler words, saved in ``directory``."""
     from transformers import BertTokenizerFast

@@ -17,10 +17,12 @@ SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 @pytest.fixture(scope="session")
-def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> BertTokenizerFast:
-    vocab = tmp_path_factory.mktemp("vocab") / "vocab.txt"
-    vocab.write_text("\n".join(SPECIAL + WORDS) + "\n")
-    return BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+def tokenizer() -> BertTokenizerFast:
+    from tests.conftest import word_tokenizer
+
+    tok = word_tokenizer(WORDS)
+    assert len(tok) == len(SPECIAL) + len(set(WORDS)), "every test word is in the vocabulary"
+    return tok
 
 
 @pytest.fixture(scope="session")

@@ -42,10 +42,12 @@ def confident_tiny_bert(seed: int = 0) -> torch.nn.Module:
 
 
 @pytest.fixture(scope="session")
-def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> BertTokenizerFast:
-    vocab = tmp_path_factory.mktemp("vocab") / "vocab.txt"
-    vocab.write_text("\n".join(SPECIAL + WORDS) + "\n")
-    return BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+def tokenizer() -> BertTokenizerFast:
+    from tests.conftest import word_tokenizer
+
+    tok = word_tokenizer(WORDS)
+    assert len(tok) == len(SPECIAL) + len(set(WORDS)), "every test word is in the vocabulary"
+    return tok
 
 
 @pytest.fixture(scope="session")
@@ -53,9 +55,27 @@ def texts() -> list[str]:
     return make_texts(48)
 
 
+def trained_tiny_bert(tokenizer: BertTokenizerFast, texts: list[str], steps: int = 60) -> torch.nn.Module:
+    """tiny_bert fitted to a word-determined label (first word's index mod 3), so its decisions have margins
+    that int8 noise should not flip (a random model's near-ties would make agreement tests meaningless)."""
+    model = confident_tiny_bert().train()
+    labels = torch.tensor([WORDS.index(t.split()[0]) % 3 for t in texts])
+    enc = tokenizer(texts, padding=True, return_tensors="pt")
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    torch.manual_seed(0)
+    for _ in range(steps):
+        loss = torch.nn.functional.cross_entropy(
+            model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits, labels
+        )
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
 @pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: BertTokenizerFast) -> Path:
-    return save_model_dir(confident_tiny_bert(), tmp_path_factory.mktemp("model") / "tiny", tokenizer)
+def model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: BertTokenizerFast, texts: list[str]) -> Path:
+    return save_model_dir(trained_tiny_bert(tokenizer, texts), tmp_path_factory.mktemp("model") / "tiny", tokenizer)
 
 
 @pytest.fixture(scope="session")
