@@ -11,6 +11,7 @@ from lit_compress.distill.module import DistillationModule
 from lit_compress.models.hub import load_tokenizer
 from lit_compress.models.io import save_model_dir
 from lit_compress.pipeline.config import DataConfig, DistillConfig, TeacherConfig
+from lit_compress.bench.suite import MB
 from lit_compress.pipeline.context import RunContext, Stopwatch, dir_size
 from lit_compress.pipeline.training import make_datamodule, make_trainer, test_metrics
 
@@ -31,7 +32,7 @@ def _reuse(ctx: RunContext, variant: str, stage: str) -> bool:
 
 def _model_metrics(model: Any, model_dir: Any, metrics: dict[str, float]) -> dict[str, Any]:
     params = sum(p.numel() for p in model.parameters())
-    return {**metrics, "parameters": params, "size_mb": round(dir_size(model_dir) / 1e6, 2)}
+    return {**metrics, "parameters": params, "size_mb": round(dir_size(model_dir) / MB, 2)}
 
 
 def teacher_stage(ctx: RunContext, data: DataConfig, cfg: TeacherConfig) -> None:
