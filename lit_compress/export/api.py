@@ -41,18 +41,27 @@ from lit_compress.export.manifest import (
     write_manifest,
 )
 from lit_compress.export.onnx import DEFAULT_OPSET, Exporter, LogitsOnly, export_onnx, read_export_metadata
-from lit_compress.export.parity import check_parity, compare_logits, derived_parity_inputs, torch_logits
+from lit_compress.export.parity import (
+    Int8Gate,
+    check_parity,
+    compare_logits,
+    derived_parity_inputs,
+    judge_int8,
+    torch_logits,
+)
 from lit_compress.export.predictor import ONNX_FILE, load_artifact_tokenizer
 from lit_compress.export.torch_int8 import (
     load_torch_dynamic_int8,
     save_torch_dynamic_int8,
     torch_dynamic_int8_unavailable,
 )
+from lit_compress.quant.targets import AUTO, Int8Target, int8_environment, resolve_target
 from lit_compress.utils.io import write_json_atomic
 
 DEFAULT_FORMATS = ("onnx-fp32", "ort-dynamic-int8")
 SAMPLE_TEXTS = ("lit compress exports this model.", "a second, somewhat longer sentence to trace the exporter with.")
 PARITY_BATCH_SIZES = (1, 4, 8)
+GATE_BATCH_SIZE = 32
 
 
 def export_model(
@@ -63,6 +72,8 @@ def export_model(
     calibration_texts: Sequence[str] | None = None,
     parity_texts: Sequence[str] | None = None,
     per_channel: bool = False,
+    target: str | Int8Target = AUTO,
+    int8_gate: Int8Gate | None = None,
     quantize_embeddings: bool = True,
     embedding_bits: int = 4,
     opset: int = DEFAULT_OPSET,
@@ -75,8 +86,12 @@ def export_model(
     """Export the model in ``model_dir`` to the requested artifact kinds, each with a manifest.
 
     Every ONNX export passes the fp32 parity gate (``max |Δlogit| <= atol`` against PyTorch on
-    ``parity_texts``) before anything is quantized; int8 artifacts record their drift and the int8 kernels
-    ORT runs for them. Kinds the installed libraries cannot produce are skipped with the reason recorded.
+    ``parity_texts``) before anything is quantized. ``ort-dynamic-int8`` is gated by ``int8_gate`` against the
+    fake-quantized PyTorch model that simulates it (:func:`~lit_compress.quant.export.dynamic_int8_reference`)
+    over all ``parity_texts``; the other low-bit kinds have no simulating model (ORT's static calibration,
+    4-bit blocks, torch's engine) and record the same figures against fp32 without gating. Every manifest
+    records the CPU's int8 features and the int8 target. Kinds the installed libraries cannot produce are
+    skipped with the reason recorded.
 
     Args:
         model_dir: A ``save_model_dir`` / ``save_pretrained`` directory holding the tokenizer too.
@@ -84,8 +99,12 @@ def export_model(
         formats: Any of ``torch-fp32``, ``onnx-fp32``, ``ort-dynamic-int8``, ``ort-static-int8``, ``ort-int4``,
             ``torch-dynamic-int8``.
         calibration_texts: Texts for static quantization (a few hundred from the training split).
-        parity_texts: Real inputs for the parity gate (default: fixed sample sentences plus derived batches).
+        parity_texts: Real inputs for the gates, ideally 256 or more validation texts (default: fixed sample
+            sentences plus derived batches).
         per_channel: Per-output-channel weight scales for the ORT int8 kinds.
+        target: int8 deployment target: ``"auto"`` (this CPU) or a preset of
+            :data:`~lit_compress.quant.targets.TARGETS` (``avx2``: 7-bit weights, whose kernel cannot saturate).
+        int8_gate: Bounds of the int8 gate (default :class:`~lit_compress.export.parity.Int8Gate`).
         quantize_embeddings: Quantize the embedding tables too (most of a small model's size).
         embedding_bits: 4 (blockwise, the smallest file) or 8 bits per embedding value in the ORT int8 kinds
             (see ``OrtQuantization`` for measured sizes and accuracy).
@@ -106,11 +125,13 @@ def export_model(
     model, tokenizer = load_model_dir(model_dir), load_artifact_tokenizer(model_dir)
     out = Path(out_dir)
     (out / MANIFEST_NAME).unlink(missing_ok=True)  # an index from an earlier export must not outlive a crash
+    int8_target = resolve_target(target)
     scheme = OrtQuantization(per_channel=per_channel, quantize_embeddings=quantize_embeddings,
-                             embedding_bits=embedding_bits)  # fmt: skip
+                             embedding_bits=embedding_bits, reduce_range=int8_target.reduce_range)  # fmt: skip
     source = {"model_dir": str(Path(model_dir).resolve()), "checkpoint": source_checkpoint}
     job = _Job(model, tokenizer, out, scheme, source, dict(run_config or {}),
-               _parity_batches(tokenizer, parity_texts, max_length), max_length, atol)  # fmt: skip
+               _parity_batches(tokenizer, parity_texts, max_length), max_length, atol, target=int8_target,
+               int8_gate=int8_gate or Int8Gate(), gate_batches=gate_batches(tokenizer, parity_texts, max_length))  # fmt: skip
     artifacts, skipped = {}, {}
     with tempfile.TemporaryDirectory(prefix="lc-export-") as staging:
         fp32 = None
@@ -124,7 +145,8 @@ def export_model(
                 continue
             artifacts[kind] = job.produce(kind, fp32, calibration_texts)
     index = {"schema": "lit_compress.export/1", "source": job.source, "config": job.config,
-             "versions": library_versions(), "artifacts": artifacts, "skipped": skipped,
+             "versions": library_versions(), "int8": int8_environment(int8_target), "artifacts": artifacts,
+             "skipped": skipped,
              "warnings": [w for a in artifacts.values() for w in a["warnings"]]}  # fmt: skip
     return write_json_atomic(out / MANIFEST_NAME, index)
 
@@ -142,7 +164,13 @@ class _Job:
     parity_batches: list[dict[str, Tensor]]  # the last one is also the export sample
     max_length: int = 128
     atol: float = 1e-4
+    target: Int8Target | None = None
+    int8_gate: Int8Gate | None = None
+    gate_batches: list[dict[str, Tensor]] | None = None
     fp32_report: dict[str, Any] | None = None
+
+    def _gate_inputs(self) -> list[dict[str, Tensor]]:
+        return self.gate_batches or self.parity_batches
 
     def export_fp32(self, root: Path, opset: int, exporter: Exporter) -> Path:
         path = export_onnx(self.model, root / "onnx-fp32" / ONNX_FILE, self.parity_batches[-1], opset=opset,
@@ -177,8 +205,16 @@ class _Job:
 
     def _ort_dynamic_int8(self, directory: Path, fp32: Path | None, texts: Any) -> dict[str, Any]:
         assert fp32 is not None
+        from lit_compress.quant.export import dynamic_int8_reference
+
         path = quantize_ort_dynamic(fp32, directory / ONNX_FILE, self.scheme)
-        return self._ort_int8("ort-dynamic-int8", path, {"scheme": "ort-dynamic", **self.scheme.to_dict()})
+        reference = dynamic_int8_reference(self.model, self.scheme.per_channel, self.scheme.reduce_range)
+        try:
+            return self._ort_int8("ort-dynamic-int8", path, {"scheme": "ort-dynamic", **self.scheme.to_dict()},
+                                  reference=reference)  # fmt: skip
+        except Exception:
+            path.unlink(missing_ok=True)  # a refused artifact must not look complete
+            raise
 
     def _ort_static_int8(self, directory: Path, fp32: Path | None, texts: Sequence[str] | None) -> dict[str, Any]:
         assert fp32 is not None and texts
@@ -197,18 +233,30 @@ class _Job:
     def _torch_dynamic_int8(self, directory: Path, fp32: Path | None, texts: Any) -> dict[str, Any]:
         weights = save_torch_dynamic_int8(self.model, directory, self.tokenizer)
         quantized = load_torch_dynamic_int8(directory)
-        parity = compare_logits(torch_logits(LogitsOnly(self.model), self.parity_batches),
-                                torch_logits(LogitsOnly(quantized), self.parity_batches), self.parity_batches,
-                                atol=self.atol, gate=False, what="torch dynamic int8")  # fmt: skip
+        batches = self._gate_inputs()
+        reference = torch_logits(LogitsOnly(self.model), batches)
+        parity = compare_logits(reference, torch_logits(LogitsOnly(quantized), batches), batches, atol=self.atol,
+                                gate=False, what="torch dynamic int8")  # fmt: skip
+        parity = {**judge_int8(parity, reference, self.int8_gate or Int8Gate(), "torch dynamic int8", False),
+                  "gated": False, "reference": "fp32 (torch's own int8 engine: no simulating model)"}  # fmt: skip
         scheme = {"scheme": "torch-dynamic", "weight_type": "qint8", "per_channel": False, "modules": ["Linear"]}
         return self._manifest("torch-dynamic-int8", weights, torch_parameter_counts(quantized), scheme, parity,
                               None)  # fmt: skip
 
-    def _ort_int8(self, kind: str, path: Path, scheme: dict[str, Any]) -> dict[str, Any]:
-        """Sidecars, drift against PyTorch and the kernel check of an ORT low-bit artifact."""
+    def _ort_int8(self, kind: str, path: Path, scheme: dict[str, Any], reference: nn.Module | None = None
+                  ) -> dict[str, Any]:  # fmt: skip
+        """Sidecars, the int8 gate (or, without a simulating ``reference``, the same figures against fp32) and
+        the kernel check of an ORT low-bit artifact."""
         self._sidecars(path.parent)
-        parity = check_parity(LogitsOnly(self.model), path, self.parity_batches, atol=self.atol, gate=False,
-                              input_names=list(self.parity_batches[0]))  # fmt: skip
+        batches = self._gate_inputs()
+        gated = reference is not None
+        parity = check_parity(LogitsOnly(reference if gated else self.model), path, batches, atol=self.atol,
+                              gate=gated, input_names=list(batches[0]), int8_gate=self.int8_gate or Int8Gate(),
+                              what=f"{kind} ({path})")  # fmt: skip
+        parity["reference"] = ("fake-quantized PyTorch model (int8 weights, dynamic uint8 inputs)" if gated
+                               else "fp32 (no simulating model for this scheme): recorded, not gated")  # fmt: skip
+        parity["gated"] = gated
+        scheme = {**scheme, "target": self.target.to_dict() if self.target else None}
         kernels = kernel_report(path, expect_int8=True)
         return self._manifest(kind, path, onnx_parameter_counts(path), scheme, parity, kernels)
 
@@ -221,7 +269,7 @@ class _Job:
         warnings_ = [kernels["warning"]] if kernels and kernels.get("warning") else []
         return build_manifest(kind, artifact, source=self.source, config=self.config, onnx=onnx_meta,  # type: ignore
                               quantization=scheme, parameters=counts, parity=parity, kernels=kernels,
-                              warnings=warnings_)  # fmt: skip
+                              warnings=warnings_, int8=int8_environment(self.target))  # fmt: skip
 
     def _sidecars(self, directory: Path) -> None:
         """Tokenizer and config next to an ONNX file, so the directory is a deployable unit."""
@@ -242,6 +290,18 @@ def _validate_formats(formats: Sequence[str], calibration_texts: Sequence[str] |
 
 def _unavailable(kind: str) -> str | None:
     return torch_dynamic_int8_unavailable() if kind == "torch-dynamic-int8" else None
+
+
+def gate_batches(tokenizer: Any, texts: Sequence[str] | None, max_length: int) -> list[dict[str, Tensor]] | None:
+    """All ``texts`` in padded batches of :data:`GATE_BATCH_SIZE` for the int8 gate (``None`` without texts)."""
+    if not texts:
+        return None
+    texts, batches = list(texts), []
+    for start in range(0, len(texts), GATE_BATCH_SIZE):
+        enc = tokenizer(texts[start : start + GATE_BATCH_SIZE], padding=True, truncation=True, max_length=max_length,
+                        return_tensors="pt")  # fmt: skip
+        batches.append({k: enc[k].to(torch.long) for k in ("input_ids", "attention_mask")})
+    return batches
 
 
 def _parity_batches(tokenizer: Any, texts: Sequence[str] | None, max_length: int) -> list[dict[str, Tensor]]:

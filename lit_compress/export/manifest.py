@@ -51,6 +51,7 @@ def build_manifest(
     parity: Mapping[str, Any] | None = None,
     kernels: Mapping[str, Any] | None = None,
     warnings: Sequence[str] = (),
+    int8: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Describe one artifact.
 
@@ -66,7 +67,11 @@ def build_manifest(
         parity: Parity report against the PyTorch model.
         kernels: Kernel report of ORT's optimized graph (see :func:`~lit_compress.export.kernels.kernel_report`).
         warnings: Problems found while producing it (e.g. an int8 artifact that runs no int8 kernel).
+        int8: The CPU's int8 features and the int8 target
+            (:func:`~lit_compress.quant.targets.int8_environment`); default: this CPU and its own preset.
     """
+    from lit_compress.quant.targets import int8_environment
+
     if kind not in ARTIFACT_KINDS:
         raise ValueError(f"Unknown artifact kind {kind!r}; expected one of {ARTIFACT_KINDS}.")
     path = Path(artifact)
@@ -83,6 +88,7 @@ def build_manifest(
         "source": dict(source or {}),
         "config": dict(config or {}),
         "versions": library_versions(),
+        "int8": dict(int8) if int8 is not None else int8_environment(),
         "onnx": dict(onnx) if onnx is not None else None,
         "quantization": dict(quantization) if quantization is not None else None,
         "parameters": dict(parameters or {}),

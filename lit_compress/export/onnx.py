@@ -23,7 +23,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from lit_compress.export.parity import check_parity, derived_parity_inputs
+from lit_compress.export.parity import Int8Gate, check_parity, derived_parity_inputs
 from lit_compress.utils.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ def export_onnx(
     exporter: Exporter = "auto",
     strip_metadata: bool = True,
     id2label: Mapping[int, str] | None = None,
+    int8_gate: Int8Gate | None = None,
 ) -> Path:
     """Export ``model`` to a single self-contained ONNX file whose only output is ``logits``.
 
@@ -90,12 +91,15 @@ def export_onnx(
             dynamo, falling back to legacy if dynamo fails. The one used is recorded in the file's metadata.
         strip_metadata: Drop per-node debug metadata, doc strings and ``graph.value_info``.
         id2label: Label names stored in the file; defaults to ``model.config.id2label`` when present.
+        int8_gate: For a model holding int8 Q/DQ ops: judge the export by argmax agreement and logit steps
+            (:class:`~lit_compress.export.parity.Int8Gate`) instead of ``atol``.
 
     Returns:
         ``path``.
 
     Raises:
         ParityError: ``max |Δlogit|`` exceeds ``atol`` (the message says where).
+        Int8GateError: ``int8_gate`` given and the export fails it.
     """
     names = _input_names(sample_inputs)
     inputs = _two_row_batch({k: sample_inputs[k] for k in names})
@@ -113,7 +117,8 @@ def export_onnx(
             props["dynamo_error"] = error[:2000]
         if check:
             batches = list(parity_inputs) if parity_inputs is not None else derived_parity_inputs(inputs)
-            report = check_parity(wrapper, proto.SerializeToString(), batches, atol=atol, input_names=names)
+            report = check_parity(wrapper, proto.SerializeToString(), batches, atol=atol, input_names=names,
+                                  int8_gate=int8_gate, what=f"ONNX export {Path(path).parent.name}/{Path(path).name}")
             props["parity"] = json.dumps(report)
     set_export_metadata(proto, props)
     import onnx

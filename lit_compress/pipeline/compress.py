@@ -14,10 +14,17 @@ from typing import Any
 from lit_compress.distill.module import DistillationModule
 from lit_compress.models.hub import load_tokenizer
 from lit_compress.models.io import load_model_dir, save_model_dir
-from lit_compress.pipeline.config import DataConfig, PruneConfig, QATConfig, TrainConfig
+from lit_compress.pipeline.config import DataConfig, ExportConfig, PruneConfig, QATConfig, TrainConfig
 from lit_compress.pipeline.context import RunContext
 from lit_compress.pipeline.stages import _reuse, finish_stage, fit_distillation
 from lit_compress.pipeline.training import make_datamodule
+
+
+def gate_texts(dm: Any, minimum: int = 256) -> list[str]:
+    """The texts int8 artifacts are gated on: the validation split of ``dm``, topped up from the training split
+    (in order) when it holds fewer than ``minimum`` (agreement needs enough texts; never the test split)."""
+    texts = dm.texts("validation")
+    return texts + dm.texts("train")[: max(0, minimum - len(texts))]
 
 
 def total_steps(ctx: RunContext, data: DataConfig, tokenizer: str, train: TrainConfig) -> int:
@@ -79,15 +86,17 @@ def prune_stage(ctx: RunContext, data: DataConfig, cfg: PruneConfig) -> None:
     finish_stage(ctx, stage, variant, module.student, tokenizer, metrics, vocabulary=vocab, architecture=arch)
 
 
-def qat_stage(ctx: RunContext, data: DataConfig, cfg: QATConfig, scheme: str, per_channel: bool,
-              quantize_embeddings: bool) -> None:
+def qat_stage(ctx: RunContext, data: DataConfig, cfg: QATConfig, scheme: str, export: ExportConfig) -> None:
     """Quantization-aware distillation of the (pruned) student with the ``scheme`` activation quantizer.
 
-    ``dynamic``: the trained weights (on the int8 grid ORT will use) are saved unwrapped to fp32; the export
-    stage quantizes them with ORT dynamic int8. ``static``: the learned scales are exported here as a Q/DQ ONNX
-    artifact (``qat_static/artifact``) with its manifest and int8-kernel report.
+    Weights are fake-quantized on the grid of the int8 target (``export.target``: 7-bit on CPUs whose kernel
+    saturates), so the QAT model predicts what the int8 kernel computes. ``dynamic``: the trained weights are
+    saved unwrapped to fp32; the export stage quantizes them with ORT dynamic int8 on the same grid.
+    ``static``: the learned scales are exported here as a Q/DQ ONNX artifact (``qat_static/artifact``), gated
+    against the QAT model on the validation texts, with its manifest and int8-kernel report.
     """
-    from lit_compress.quant import ActivationQuantConfig, QuantizationAwareTraining, WeightQuantConfig, strip_fake_quant
+    from lit_compress.quant import ActivationQuantConfig, QuantizationAwareTraining, strip_fake_quant
+    from lit_compress.quant.targets import resolve_target
 
     stage, variant = f"qat_{scheme}", f"qat_{scheme}"
     if _reuse(ctx, variant, stage):
@@ -95,8 +104,9 @@ def qat_stage(ctx: RunContext, data: DataConfig, cfg: QATConfig, scheme: str, pe
     teacher_dir = ctx.models.get("teacher_trimmed", ctx.models["teacher"])
     student_dir = ctx.models.get("pruned", ctx.models["student"])
     steps = total_steps(ctx, data, str(student_dir), cfg.train)
+    target = resolve_target(export.target)
     callback = QuantizationAwareTraining(
-        weight=WeightQuantConfig(granularity="per_channel" if per_channel else "per_tensor"),
+        weight=target.weight_config(per_channel=export.per_channel),
         activation=ActivationQuantConfig(scheme=scheme),  # type: ignore[arg-type]
         start_step=int(cfg.start_fraction * steps),
         freeze_observers_step=max(1, int(cfg.freeze_fraction * steps)) if scheme == "static" else None,
@@ -108,26 +118,34 @@ def qat_stage(ctx: RunContext, data: DataConfig, cfg: QATConfig, scheme: str, pe
                                 weight_decay=cfg.train.weight_decay, warmup_ratio=cfg.train.warmup_ratio)
     metrics = fit_distillation(ctx, stage, data, str(student_dir), module, cfg.train, callbacks=[callback])
     tokenizer = load_tokenizer(str(student_dir))
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"int8_target": target.name}
     if scheme == "static":
+        texts = gate_texts(make_datamodule(data, str(student_dir)), export.int8_gate.min_texts)
         extra["artifact"] = str(write_qdq_artifact(module.student.eval(), tokenizer, ctx.run_dir / stage / "artifact",
-                                                   quantize_embeddings, str(student_dir)))
+                                                   export.quantize_embeddings, str(student_dir), texts=texts,
+                                                   max_length=data.max_length, gate=export.int8_gate,
+                                                   target=target))
     finish_stage(ctx, stage, variant, strip_fake_quant(module.student), tokenizer, metrics, **extra)
 
 
-def write_qdq_artifact(model: Any, tokenizer: Any, out: Path, quantize_embeddings: bool, source: str) -> Path:
-    """Export a static-scheme QAT model as Q/DQ ONNX with tokenizer, config and a manifest."""
+def write_qdq_artifact(model: Any, tokenizer: Any, out: Path, quantize_embeddings: bool, source: str, *,
+                       texts: list[str] | None = None, max_length: int = 128, gate: Any = None,
+                       target: Any = None) -> Path:  # fmt: skip
+    """Export a static-scheme QAT model as Q/DQ ONNX, gated on ``texts``, with tokenizer, config and a manifest."""
     from lit_compress.export.files import onnx_parameter_counts
     from lit_compress.export.kernels import kernel_report
     from lit_compress.export.manifest import build_manifest, write_manifest
+    from lit_compress.export.api import gate_batches
     from lit_compress.export.onnx import read_export_metadata
     from lit_compress.quant import export_qdq_onnx
+    from lit_compress.quant.targets import int8_environment
 
     out.mkdir(parents=True, exist_ok=True)
     sample = dict(tokenizer(["lit compress exports this model.", "a second, longer sentence for tracing."],
                             padding=True, return_tensors="pt"))
     sample = {k: v for k, v in sample.items() if k in ("input_ids", "attention_mask")}
-    path = export_qdq_onnx(model, out / "model.onnx", sample, quantize_embeddings=quantize_embeddings)
+    path = export_qdq_onnx(model, out / "model.onnx", sample, quantize_embeddings=quantize_embeddings,
+                           parity_inputs=gate_batches(tokenizer, texts, max_length), int8_gate=gate)
     tokenizer.save_pretrained(out)
     model.config.save_pretrained(out)
     kernels = kernel_report(path, expect_int8=True)
@@ -136,9 +154,10 @@ def write_qdq_artifact(model: Any, tokenizer: Any, out: Path, quantize_embedding
         "ort-static-int8", path, source={"model_dir": source, "training": "quantization-aware (static scheme)"},
         onnx={k: meta.get(k) for k in ("opset", "exporter", "inputs") if k in meta},
         quantization={"scheme": "qat-static-qdq", "weights": "int8 symmetric", "activations": "uint8 learned scales",
-                      "embeddings": "int8" if quantize_embeddings else "fp32"},
+                      "embeddings": "int8" if quantize_embeddings else "fp32",
+                      "target": target.to_dict() if target is not None else None},
         parameters=onnx_parameter_counts(path), parity=meta.get("parity"), kernels=kernels,
-        warnings=[kernels["warning"]] if kernels.get("warning") else [],
+        warnings=[kernels["warning"]] if kernels.get("warning") else [], int8=int8_environment(target),
     )
     write_manifest(out, manifest)
     return path

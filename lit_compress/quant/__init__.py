@@ -2,7 +2,13 @@
 
 from lit_compress.quant.callback import QuantizationAwareTraining, quantization_metrics
 from lit_compress.quant.config import ActivationQuantConfig, QuantizationSchedule, WeightQuantConfig
-from lit_compress.quant.export import export_dynamic_int8, export_qdq_onnx, ort_dynamic_scheme, strip_fake_quant
+from lit_compress.quant.export import (
+    dynamic_int8_reference,
+    export_dynamic_int8,
+    export_qdq_onnx,
+    ort_dynamic_scheme,
+    strip_fake_quant,
+)
 from lit_compress.quant.fake_quant import (
     FakeQuantizedLinear,
     default_filter,
@@ -13,9 +19,13 @@ from lit_compress.quant.fake_quant import (
 )
 from lit_compress.quant.observers import RangeObserver
 from lit_compress.quant.qdq import QDQEmbedding, QDQLinear, convert_to_qdq
+from lit_compress.quant.targets import TARGETS, CpuFeatures, Int8Target, cpu_features, detect_target, resolve_target
 
 __all__ = [
+    "TARGETS",
     "ActivationQuantConfig",
+    "CpuFeatures",
+    "Int8Target",
     "FakeQuantizedLinear",
     "QDQEmbedding",
     "QDQLinear",
@@ -24,7 +34,10 @@ __all__ = [
     "RangeObserver",
     "WeightQuantConfig",
     "convert_to_qdq",
+    "cpu_features",
     "default_filter",
+    "detect_target",
+    "dynamic_int8_reference",
     "export_dynamic_int8",
     "export_qdq_onnx",
     "fake_quantized_modules",
@@ -32,6 +45,7 @@ __all__ = [
     "prepare_qat",
     "quantization_metrics",
     "regex_filter",
+    "resolve_target",
     "set_quantization_state",
     "strip_fake_quant",
 ]

@@ -39,13 +39,16 @@ class QuantizationAwareTraining(L.Callback):
     Conversion for deployment is a separate step: :mod:`lit_compress.quant.export`.
 
     Args:
-        weight: Weight quantization (default int8 symmetric per channel, ONNX Runtime's grid).
+        weight: Weight quantization; default the ``target``'s grid (int8 symmetric per channel, 7-bit where the
+            target's kernel saturates: :mod:`lit_compress.quant.targets`).
         activation: Input quantization (default dynamic uint8 per tensor, as ORT dynamic quantization).
         start_step: First optimizer step with fake quantization (full-precision warm-up before).
         freeze_observers_step: Step from which static observers stop updating (``None``: never).
         filter_fn: ``(module, fqn) -> bool`` or a regex on the qualified name choosing the Linears; default
             the Linears under an ``encoder`` (:func:`~lit_compress.quant.fake_quant.default_filter`).
         log_per_module: Also log every layer's input scale (static scheme), not just summaries.
+        target: int8 deployment CPU whose kernel the fake quantizer simulates: ``"auto"`` (this machine) or a
+            preset name (``"avx2"``, ``"avx512_vnni"``, ``"arm64"``, ...); used when ``weight`` is not given.
     """
 
     def __init__(
@@ -56,8 +59,12 @@ class QuantizationAwareTraining(L.Callback):
         freeze_observers_step: int | None = None,
         filter_fn: FilterFn | str | None = None,
         log_per_module: bool = False,
+        target: str = "auto",
     ) -> None:
-        self.weight = weight or WeightQuantConfig()
+        from lit_compress.quant.targets import resolve_target
+
+        self.target = resolve_target(target)
+        self.weight = weight or self.target.weight_config()
         self.activation = activation or ActivationQuantConfig()
         self.schedule = QuantizationSchedule(start_step, freeze_observers_step)
         if isinstance(filter_fn, str):
@@ -95,6 +102,7 @@ class QuantizationAwareTraining(L.Callback):
         return {
             "quantized_modules": list(self.quantized_modules),
             "weight": asdict(self.weight),
+            "target": self.target.name,
             "activation": asdict(self.activation),
             "schedule": asdict(self.schedule),
         }

@@ -99,18 +99,15 @@ def test_per_channel_scales(fp32, tmp_path):
 
 
 def test_quantizes_a_model_carrying_value_info_for_its_weights(fp32, tmp_path):
-    """Dynamo exports list their weights in graph.value_info, which breaks ORT's quantizer; it is cleared."""
-    from onnxruntime.quantization import quantize_dynamic
-
+    """Dynamo exports list their weights in graph.value_info (which some ORT releases refuse): ours succeeds."""
     proto = onnx.load(str(fp32))
     proto.graph.value_info.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
                                   for t in proto.graph.initializer)  # fmt: skip
     raw = tmp_path / "raw.onnx"
     onnx.save_model(proto, str(raw))
-    with pytest.raises(Exception, match="Inferred shape and existing shape differ"):  # ORT's quantizer alone
-        quantize_dynamic(str(raw), str(tmp_path / "direct.onnx"))
     path = quantize_ort_dynamic(raw, tmp_path / "q.onnx")
     assert kernel_report(path, expect_int8=True)["runs_int8"]
+    assert len(onnx.load(str(raw)).graph.value_info) > 0  # the source is left as it was
 
 
 def test_torch_dynamic_int8_round_trip(make_model, tokenizer, batch, tmp_path):

@@ -34,6 +34,9 @@ def test_manifest_fields(exported, kind):
     assert manifest["source"]["model_dir"].endswith("tiny") and manifest["config"] == {"run": "test"}
     assert manifest["parameters"]["parameters"] >= manifest["parameters"]["nonzero"] > 0
     assert (directory / "tokenizer.json").is_file() or (directory / "vocab.txt").is_file()
+    int8 = manifest["int8"]  # every manifest says which CPU it was made on and for which int8 target
+    assert int8["cpu"]["machine"] and isinstance(int8["cpu"]["int8_flags"], list)
+    assert int8["target"]["name"] == int8["host_target"] and int8["target_is_host"]
 
 
 def test_manifest_details_per_kind(exported):
@@ -47,7 +50,14 @@ def test_manifest_details_per_kind(exported):
     assert dyn["quantization"]["scheme"] == "ort-dynamic" and dyn["quantization"]["per_channel"] is False
     assert dyn["quantization"]["embedding_storage"] == "int4" and "Gather" not in dyn["quantization"]["op_types"]
     assert dyn["runs_int8"] is True and dyn["kernels"]["int8_compute"] and dyn["warnings"] == []
-    assert dyn["parity"]["gated"] is False and dyn["parity"]["argmax_agreement"] >= 0.8
+    # ORT dynamic int8 is gated against the fake-quantized model that simulates it; static PTQ only recorded
+    gate = dyn["parity"]
+    assert gate["gated"] is True and gate["passed"] and gate["reference"].startswith("fake-quantized")
+    assert gate["argmax_agreement"] >= gate["gate"]["min_agreement"] == 0.99
+    assert gate["error_steps"] == pytest.approx(gate["max_abs_diff"] / gate["logit_step"]) and gate["error_steps"] <= 16
+    assert dyn["quantization"]["target"]["name"] == dyn["int8"]["target"]["name"]
+    assert dyn["quantization"]["reduce_range"] == dyn["quantization"]["target"]["reduce_range"]
+    assert static["parity"]["gated"] is False and "error_steps" in static["parity"]
     assert static["quantization"]["scheme"] == "ort-static-qdq" and static["quantization"]["calibration_examples"] == 16
     assert static["runs_int8"] is True
     assert torch_int8["quantization"]["scheme"] == "torch-dynamic" and torch_int8["parity"]["max_abs_diff"] > 0
@@ -64,6 +74,46 @@ def test_failed_quantization_leaves_no_manifest(model_dir, tmp_path, monkeypatch
     assert not (tmp_path / "manifest.json").exists()
     assert not (tmp_path / "ort-dynamic-int8" / "manifest.json").exists()
     assert not (tmp_path / "ort-dynamic-int8" / "model.onnx").exists()
+
+
+def test_int8_gate_failure_names_the_artifact_and_leaves_nothing(model_dir, tmp_path, monkeypatch):
+    import torch
+
+    import lit_compress.quant.export as qexport
+    from lit_compress.export.parity import Int8GateError
+
+    real = qexport.dynamic_int8_reference
+
+    def wrong_reference(model, per_channel, reduce_range):  # a simulation that does not match the artifact
+        out = real(model, per_channel, reduce_range)
+        with torch.no_grad():
+            out.classifier.weight.mul_(-3.0)
+        return out
+
+    monkeypatch.setattr(qexport, "dynamic_int8_reference", wrong_reference)
+    with pytest.raises(Int8GateError, match=r"ort-dynamic-int8 .*int8 gate failed: argmax agreement .*logit steps"):
+        export_model(str(model_dir), str(tmp_path), formats=["ort-dynamic-int8"])
+    assert not (tmp_path / "ort-dynamic-int8" / "model.onnx").exists()
+    assert not (tmp_path / "ort-dynamic-int8" / "manifest.json").exists() and not (tmp_path / "manifest.json").exists()
+
+
+def test_target_avx2_stores_7_bit_weights(model_dir, tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    export_model(str(model_dir), str(tmp_path), formats=["ort-dynamic-int8"], target="avx2", per_channel=True)
+    manifest = read_manifest(tmp_path / "ort-dynamic-int8")
+    assert manifest["quantization"]["reduce_range"] is True and manifest["int8"]["target"]["name"] == "avx2"
+    proto = onnx.load(str(tmp_path / "ort-dynamic-int8" / "model.onnx"))
+    codes = [numpy_helper.to_array(t) for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert codes and max(int(np.abs(c.astype(np.int32)).max()) for c in codes) == 64  # -64..64, never 127
+    assert manifest["parity"]["passed"]
+
+
+def test_unknown_target_is_refused(model_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"unknown int8 target 'avx3'.*'avx2'"):
+        export_model(str(model_dir), str(tmp_path), formats=["ort-dynamic-int8"], target="avx3")
 
 
 def test_unavailable_torch_int8_is_skipped_with_reason(model_dir, tmp_path, monkeypatch):
