@@ -12,6 +12,7 @@ import numpy as np
 
 from lit_compress.bench.measure import latency_stats, machine_load
 from lit_compress.bench.report import log_results, write_report
+from lit_compress.bench.select import Selection, select_final
 from lit_compress.bench.suite import BenchmarkSettings, Variant, benchmark_variants, settings_dict
 from lit_compress.data.sources import DataSource, load_source
 from lit_compress.export.manifest import library_versions
@@ -28,29 +29,58 @@ def run_benchmark(
     baseline: str | None = None,
     highlight: str | None = None,
     logger: Any | None = None,
+    selection_texts: Sequence[str] | None = None,
+    selection_labels: Sequence[int] | None = None,
+    teacher: str | None = None,
+    accuracy_budget: float = 1.0,
 ) -> dict[str, Path]:
     """Benchmark ``variants`` on ``texts``/``labels`` and write the report into ``out_dir``.
 
+    With ``selection_texts``/``selection_labels`` (the validation split) every variant is also scored on them
+    and the final artifact is chosen from those scores by :func:`~lit_compress.bench.select.select_final`;
+    the choice lands in ``benchmark.json`` under ``selection`` (read it back with :func:`read_selection`),
+    in the Markdown and as the plot's highlight. ``texts``/``labels`` (the test split) are only reported.
+
     Args:
         variants: Models to compare (the teacher first, so ratios are against it by default).
-        texts: Evaluation texts (e.g. the test split).
+        texts: Evaluation texts for the report (e.g. the test split).
         labels: Their class indices.
         out_dir: Where ``benchmark.{md,json,csv,png}`` are written.
         label_names: Dataset label names, to match predictions by name.
         settings: Threads, runs, batch sizes (defaults follow the book: 1 thread, 100 runs).
         baseline: Variant the ratios are taken against (default the first).
-        highlight: Variant drawn as a dashed circle in the plot.
+        highlight: Variant ringed by a dashed circle in the plot (default the chosen final artifact).
         logger: Optional Lightning logger to send the table and plot to.
+        selection_texts: Texts the final artifact is chosen on (the validation split); ``None``: no choice.
+        selection_labels: Their class indices.
+        teacher: Reference variant of the accuracy budget, never chosen (default ``baseline``, else the first).
+        accuracy_budget: Validation accuracy the final artifact may lose against the teacher, in points.
 
     Returns:
         Paths of the written report files, keyed ``markdown``, ``json``, ``csv``, ``plot``.
     """
     settings = settings or BenchmarkSettings()
-    rows = benchmark_variants(variants, texts, labels, settings, label_names=label_names)
+    reference = teacher or baseline or (variants[0].name if variants else "")
+    if selection_texts is not None:  # fail before the measurements, not after them
+        select_final([{"name": v.name, "val_accuracy": 0.0, "latency_p50_ms": 0.0} for v in variants],
+                     teacher=reference, budget_pts=accuracy_budget)  # fmt: skip
+    rows = benchmark_variants(variants, texts, labels, settings, label_names=label_names,
+                              selection_texts=selection_texts, selection_labels=selection_labels)  # fmt: skip
+    selection = None
+    if selection_texts is not None:
+        selection = select_final(rows, teacher=reference, budget_pts=accuracy_budget)
     meta = {"settings": settings_dict(settings), "machine": machine_load(), "versions": library_versions()}
-    paths = write_report(rows, out_dir, baseline=baseline, highlight=highlight, meta=meta)
+    paths = write_report(rows, out_dir, baseline=baseline, highlight=highlight, meta=meta, selection=selection)
     log_results(logger, rows, paths["plot"])
     return paths
+
+
+def read_selection(report: str | os.PathLike[str]) -> Selection | None:
+    """The final-artifact choice stored in a ``benchmark.json`` (``None`` if it was benchmarked without one)."""
+    import json
+
+    block = json.loads(Path(report).read_text()).get("selection")
+    return Selection.from_dict(block) if block else None
 
 
 def benchmark_cli(
@@ -63,6 +93,8 @@ def benchmark_cli(
     settings: BenchmarkSettings | None = None,
     baseline: str | None = None,
     highlight: str | None = None,
+    selection_split: str | None = None,
+    accuracy_budget: float = 1.0,
 ) -> dict[str, str]:
     """The ``lit-compress benchmark`` verb: benchmark saved models and artifacts on a dataset split.
 
@@ -79,20 +111,34 @@ def benchmark_cli(
         limit: Evaluate on the first ``limit`` examples only (quick checks).
         settings: Threads, runs, batch sizes.
         baseline: Variant the ratios are taken against.
-        highlight: Variant drawn as a dashed circle in the plot.
+        highlight: Variant ringed by a dashed circle in the plot (default the chosen final artifact).
+        selection_split: Also score every variant on this split (e.g. ``validation``) and choose the final
+            artifact on it: the fastest (p50) within ``accuracy_budget`` points of the first variant (or
+            ``baseline``). Must differ from ``split``.
+        accuracy_budget: Accuracy points the final artifact may lose against the reference on ``selection_split``.
 
     Returns:
         Paths of the report files, by format.
     """
     splits, label_names = load_source(data or DataSource())
+    if selection_split is not None and selection_split == split:
+        raise ValueError(f"selection_split and split are both {split!r}; choose on one split, report on another.")
+    report = _labelled(splits, split, limit)
+    choose = _labelled(splits, selection_split, limit) if selection_split is not None else None
+    extra = {} if choose is None else {"selection_texts": choose["text"], "selection_labels": choose["label"],
+                                       "accuracy_budget": accuracy_budget}  # fmt: skip
+    paths = run_benchmark(variants, report["text"], report["label"], out_dir, label_names=label_names,
+                          settings=settings, baseline=baseline, highlight=highlight, **extra)  # fmt: skip
+    return {k: str(v) for k, v in paths.items()}
+
+
+def _labelled(splits: Any, split: str, limit: int | None) -> dict[str, list[Any]]:
     if split not in splits:
         raise ValueError(f"Split {split!r} not in the data; available: {sorted(splits)}.")
     rows = splits[split][:limit] if limit else splits[split][:]
     if "label" not in rows:
         raise ValueError(f"Split {split!r} has no labels; the benchmark needs a labelled split.")
-    paths = run_benchmark(variants, rows["text"], rows["label"], out_dir, label_names=label_names,
-                          settings=settings, baseline=baseline, highlight=highlight)  # fmt: skip
-    return {k: str(v) for k, v in paths.items()}
+    return rows
 
 
 def predictor_overhead(

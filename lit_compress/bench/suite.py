@@ -1,6 +1,7 @@
 """Benchmark deployable variants side by side through the same ``Predictor`` used in deployment.
 
-For each variant: accuracy and macro-F1 on the given split, latency of one query after warm-up (the book's
+For each variant: accuracy and macro-F1 on the given split (and, optionally, on a second split used to choose
+the final artifact: ``val_accuracy``, ``val_macro_f1``), latency of one query after warm-up (the book's
 ``PerformanceBenchmark.time_pipeline``), throughput at several batch sizes, size on disk and gzip size of
 every weight file, parameter and nonzero counts, and the machine load around the measurement.
 """
@@ -103,6 +104,8 @@ def benchmark_variants(
     settings: BenchmarkSettings | None = None,
     *,
     label_names: Sequence[str] | None = None,
+    selection_texts: Sequence[str] | None = None,
+    selection_labels: Sequence[int] | Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Benchmark variants side by side; one flat row per variant.
 
@@ -111,6 +114,11 @@ def benchmark_variants(
     change in machine load during the run does not favour one variant. Labels are class indices, or label
     names (matched to each model's ``id2label``); with ``label_names`` (the dataset's ordered names)
     predictions are mapped by name, so a model whose label order differs from the dataset's is scored right.
+
+    ``texts``/``labels`` give the reported ``accuracy``/``macro_f1`` (the test split). With
+    ``selection_texts``/``selection_labels`` (the validation split) each row also gets ``val_accuracy``,
+    ``val_macro_f1`` and ``n_val``, the figures :func:`~lit_compress.bench.select.select_final` chooses by.
+    Each split is predicted once per variant; latency, throughput and size are measured once per variant.
     """
     settings = settings or BenchmarkSettings()
     names = [v.name for v in variants]
@@ -118,10 +126,19 @@ def benchmark_variants(
         raise ValueError(f"Variant names must be unique; got {names}.")
     if len(texts) != len(labels) or not texts:
         raise ValueError(f"texts ({len(texts)}) and labels ({len(labels)}) must be non-empty and aligned.")
+    if (selection_texts is None) != (selection_labels is None):
+        raise ValueError("Pass both selection_texts and selection_labels, or neither.")
+    selection = None
+    if selection_texts is not None and selection_labels is not None:
+        selection = (selection_texts, selection_labels)
+    if selection is not None and (len(selection[0]) != len(selection[1]) or not selection[0]):
+        raise ValueError(f"selection_texts ({len(selection[0])}) and selection_labels ({len(selection[1])}) must be "
+                         "non-empty and aligned.")  # fmt: skip
     with fixed_threads(settings.threads):
         options = {"threads": settings.threads, "graph_optimization": settings.graph_optimization}
         predictors = [Predictor.from_path(v.path, **options) for v in variants]
-        rows = [_measure(v, p, texts, labels, label_names, settings) for v, p in zip(variants, predictors)]
+        rows = [_measure(v, p, texts, labels, label_names, settings, selection)
+                for v, p in zip(variants, predictors)]  # fmt: skip
         query = settings.query or _median_text(texts)
         load = machine_load()["load_1m"]
         calls = [lambda p=p: p(query) for p in predictors]
@@ -140,16 +157,23 @@ def benchmark_variant(
     settings: BenchmarkSettings | None = None,
     *,
     label_names: Sequence[str] | None = None,
+    selection_texts: Sequence[str] | None = None,
+    selection_labels: Sequence[int] | Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Benchmark a single variant (see :func:`benchmark_variants` for the row's fields)."""
-    return benchmark_variants([variant], texts, labels, settings, label_names=label_names)[0]
+    return benchmark_variants([variant], texts, labels, settings, label_names=label_names,
+                              selection_texts=selection_texts, selection_labels=selection_labels)[0]  # fmt: skip
 
 
 def _measure(variant: Variant, predictor: Predictor, texts: Sequence[str], labels: Sequence[Any],
-             label_names: Sequence[str] | None, settings: BenchmarkSettings) -> dict[str, Any]:  # fmt: skip
+             label_names: Sequence[str] | None, settings: BenchmarkSettings,
+             selection: tuple[Sequence[str], Sequence[Any]] | None = None) -> dict[str, Any]:  # fmt: skip
     """Accuracy, throughput, size and counts of one variant, with the machine load around them."""
     load_before = machine_load()
     quality = _quality(predictor, texts, labels, label_names, settings, variant.name)
+    if selection is not None:
+        val = _quality(predictor, *selection, label_names, settings, f"{variant.name} (validation)")
+        quality.update(val_accuracy=val["accuracy"], val_macro_f1=val["macro_f1"], n_val=val["n_eval"])
     speed = throughput(predictor, texts, batch_sizes=settings.batch_sizes, runs=settings.throughput_runs)
     files = artifact_files(variant.path)
     size = size_bytes(files)

@@ -165,7 +165,18 @@ class ExportConfig:
 
 @dataclass
 class BenchConfig:
-    """Benchmark settings (the book's: one thread, 100 timed single queries after warm-up)."""
+    """Benchmark settings (the book's: one thread, 100 timed single queries after warm-up).
+
+    Attributes:
+        enabled: Export and benchmark after training.
+        threads: Intra-op threads of every variant.
+        runs: Timed single-query calls per variant.
+        warmup: Untimed calls first.
+        batch_sizes: Batch sizes of the throughput measurement.
+        throughput_runs: Timed calls per batch size.
+        accuracy_budget: The final artifact is the fastest (p50) variant whose validation accuracy is at least
+            the teacher's minus this many accuracy points (1.0: ``val_acc >= teacher_val_acc - 0.01``).
+    """
 
     enabled: bool = True
     threads: int = 1
@@ -173,3 +184,9 @@ class BenchConfig:
     warmup: int = 10
     batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 32])
     throughput_runs: int = 10
+    accuracy_budget: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.accuracy_budget <= 100.0:
+            raise ValueError(f"benchmark.accuracy_budget is in accuracy points and must be in [0, 100], got "
+                             f"{self.accuracy_budget} (1.0 allows one point below the teacher on validation).")

@@ -36,6 +36,17 @@ def labels(texts: list[str]) -> list[int]:
 
 
 @pytest.fixture(scope="session")
+def val_texts() -> list[str]:
+    """A second split (the final artifact is chosen on it), disjoint from ``texts``."""
+    return [" ".join(WORDS[(7 * i + 2 * j + 1) % len(WORDS)] for j in range(3 + i % 5)) for i in range(12)]
+
+
+@pytest.fixture(scope="session")
+def val_labels(val_texts: list[str]) -> list[int]:
+    return [(i + 1) % 3 for i in range(len(val_texts))]
+
+
+@pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: BertTokenizerFast) -> Path:
     model = tiny_bert(seed=1)
     with torch.no_grad():

@@ -8,7 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lit_compress.bench import BenchmarkSettings, Variant, benchmark_variants, run_benchmark
+from lit_compress.bench import (
+    BenchmarkSettings,
+    Variant,
+    benchmark_variants,
+    read_selection,
+    run_benchmark,
+    select_final,
+)
 from lit_compress.bench.measure import classification_metrics
 from lit_compress.export import Predictor, artifact_files
 
@@ -23,30 +30,32 @@ def variants(model_dir, artifacts):
 
 
 @pytest.fixture(scope="module")
-def rows(variants, texts, labels):
-    return benchmark_variants(variants, texts, labels, FAST)
+def rows(variants, texts, labels, val_texts, val_labels):
+    return benchmark_variants(variants, texts, labels, FAST, selection_texts=val_texts, selection_labels=val_labels)
 
 
 def test_rows_hold_every_figure(rows):
     keys = {"name", "kind", "path", "accuracy", "macro_f1", "n_eval", "latency_mean_ms", "latency_std_ms",
             "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "latency_runs", "throughput_bs1", "throughput_bs8",
             "size_mb", "gzip_mb", "size_bytes", "parameters", "nonzero", "threads", "load_1m_before",
-            "load_1m_after", "latency_load_1m_before", "latency_load_1m_after", "cpus", "notes"}  # fmt: skip
+            "load_1m_after", "latency_load_1m_before", "latency_load_1m_after", "cpus", "notes", "val_accuracy",
+            "val_macro_f1", "n_val"}  # fmt: skip
     for row in rows:
         assert keys <= set(row)
         assert row["latency_runs"] == 5 and row["threads"] == 1 and row["latency_mean_ms"] > 0
         assert row["throughput_bs8"] > 0 and row["load_1m_before"] is not None
+        assert row["n_eval"] == 24 and row["n_val"] == 12
     assert [r["kind"] for r in rows] == ["torch", "onnx-fp32", "ort-dynamic-int8", "torch-dynamic-int8"]
     assert rows[2]["notes"] == "default deploy"
 
 
-def test_accuracy_is_the_predictors(rows, variants, texts, labels):
+def test_accuracy_is_the_predictors(rows, variants, texts, labels, val_texts, val_labels):
     for row, variant in zip(rows, variants):
         predictor = Predictor.from_path(variant.path)
-        predicted = [int(np.argmax(predictor.logits(t))) for t in texts]
-        expected = classification_metrics(predicted, labels)
-        assert row["accuracy"] == pytest.approx(expected["accuracy"])
-        assert row["macro_f1"] == pytest.approx(expected["macro_f1"])
+        for split, (xs, ys) in {"": (texts, labels), "val_": (val_texts, val_labels)}.items():
+            expected = classification_metrics([int(np.argmax(predictor.logits(t))) for t in xs], ys)
+            assert row[f"{split}accuracy"] == pytest.approx(expected["accuracy"])
+            assert row[f"{split}macro_f1"] == pytest.approx(expected["macro_f1"])
     assert len({r["accuracy"] for r in rows[:2]}) == 1, "torch and ORT fp32 predict the same"
 
 
@@ -71,6 +80,25 @@ def test_run_benchmark_writes_the_report(variants, texts, labels, tmp_path):
     paths = run_benchmark(variants[1:3], texts, labels, str(tmp_path), settings=FAST, highlight="ort int8")
     assert all(p.is_file() for p in paths.values())
     assert "| ort int8 |" in paths["markdown"].read_text()
+    assert read_selection(paths["json"]) is None, "no selection texts: nothing is chosen"
+
+
+def test_run_benchmark_chooses_on_validation_and_reports_test(variants, texts, labels, val_texts, val_labels,
+                                                              tmp_path):  # fmt: skip
+    paths = run_benchmark(variants, texts, labels, str(tmp_path), settings=FAST, baseline="teacher",
+                          selection_texts=val_texts, selection_labels=val_labels, accuracy_budget=100.0)  # fmt: skip
+    report = json.loads(paths["json"].read_text())
+    selection = read_selection(paths["json"])
+    assert selection is not None and selection.teacher == "teacher" and selection.budget_pts == 100.0
+    assert selection == select_final(report["rows"], teacher="teacher", budget_pts=100.0)
+    fastest = min((r for r in report["rows"] if r["name"] != "teacher"), key=lambda r: r["latency_p50_ms"])
+    assert selection.chosen == fastest["name"] and selection.within_budget, "a 100-point budget admits all"
+    assert report["selection"]["chosen"] == selection.chosen and "machine" in report["meta"]
+    assert [r["name"] for r in report["rows"] if r["final"]] == [selection.chosen]
+    assert [r["name"] for r in report["rows"] if r["pareto"]] and all("val_accuracy" in r for r in report["rows"])
+    markdown = paths["markdown"].read_text()
+    assert "| Val acc | Test acc |" in markdown and f"**Final artifact: {selection.chosen}** —" in markdown
+    assert "val_accuracy" in paths["csv"].read_text().splitlines()[0]
 
 
 def test_misconfiguration_is_explained(variants, texts, labels):
@@ -82,6 +110,13 @@ def test_misconfiguration_is_explained(variants, texts, labels):
         BenchmarkSettings(runs=0)
     with pytest.raises(ValueError, match="non-empty label"):
         Variant(" ", "x")
+    with pytest.raises(ValueError, match="Pass both selection_texts and selection_labels"):
+        benchmark_variants(variants[:1], texts, labels, FAST, selection_texts=texts)
+    with pytest.raises(ValueError, match=r"selection_texts \(24\) and selection_labels \(3\) must be non-empty"):
+        benchmark_variants(variants[:1], texts, labels, FAST, selection_texts=texts, selection_labels=labels[:3])
+    with pytest.raises(ValueError, match="teacher 'bert' is not a benchmarked variant"):  # before measuring
+        run_benchmark(variants, texts, labels, "unused", settings=FAST, selection_texts=texts, selection_labels=labels,
+                      teacher="bert")  # fmt: skip
 
 
 def test_benchmark_verb_reads_a_dataset_split(variants, tmp_path):
@@ -97,6 +132,12 @@ def test_benchmark_verb_reads_a_dataset_split(variants, tmp_path):
     assert report["rows"][0]["n_eval"] == 10 and report["rows"][0]["name"] == "ort fp32"
     with pytest.raises(ValueError, match="Split 'dev' not in the data"):
         benchmark_cli(variants[1:2], str(tmp_path / "out"), data=data, split="dev", settings=FAST)
+    with pytest.raises(ValueError, match="choose on one split, report on another"):
+        benchmark_cli(variants[1:2], str(tmp_path / "out"), data=data, selection_split="test", settings=FAST)
+    paths = benchmark_cli(variants[:2], str(tmp_path / "chosen"), data=data, limit=10, settings=FAST,
+                          selection_split="validation", accuracy_budget=100.0)  # fmt: skip
+    chosen = read_selection(paths["json"])
+    assert chosen is not None and chosen.teacher == "teacher" and chosen.chosen == "ort fp32"
 
 
 def test_predictor_overhead_against_a_bare_session(artifacts, model_dir, texts):

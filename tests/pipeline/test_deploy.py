@@ -1,0 +1,109 @@
+"""benchmark_stage chooses the final artifact on validation, reports test; export_stage checks parity on validation.
+
+No training and no measuring: the datamodule is a stub and ``benchmark_variants`` returns hand-made rows, so
+the real ``run_benchmark`` -> ``select_final`` -> ``write_report`` -> ``stage.json`` wiring is what is tested.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lit_compress.pipeline import deploy
+from lit_compress.pipeline.config import BenchConfig, DataConfig, ExportConfig
+from lit_compress.pipeline.context import RunContext
+
+#: name -> (val acc, test acc, p50 ms, bytes); the Q/DQ row is fastest and best on *test*, 2 points down on val
+FIGURES = {
+    deploy.TEACHER: (0.95, 0.94, 40.0, 90_000_000),
+    deploy.STUDENT: (0.945, 0.93, 12.0, 40_000_000),
+    "pruned+trimmed QAT static int8 (Q/DQ)": (0.93, 0.96, 4.0, 6_000_000),
+    "pruned+trimmed PTQ ORT dynamic int8": (0.942, 0.92, 5.0, 7_000_000),
+    "pruned+trimmed QAT ORT dynamic int8": (0.948, 0.93, 6.0, 7_000_000),
+}
+
+
+class StubData:
+    label_names = ["a", "b"]
+
+    def texts(self, split: str) -> list[str]:
+        return [f"{split} text {i}" for i in range(4 if split == "validation" else 6)]
+
+    def labels(self, split: str) -> list[int]:
+        return [i % 2 for i in range(len(self.texts(split)))]
+
+
+@pytest.fixture
+def stage(tmp_path, monkeypatch):
+    """Stub data and measurements; returns (ctx, artifacts, calls), calls filled by benchmark_variants."""
+    calls: dict = {}
+
+    def fake_benchmark_variants(variants, texts, labels, settings, *, label_names, selection_texts,
+                                selection_labels):  # fmt: skip
+        calls.update(names=[v.name for v in variants], texts=texts, labels=labels, selection_texts=selection_texts,
+                     selection_labels=selection_labels, runs=settings.runs)  # fmt: skip
+        return [{"name": v.name, "kind": "k", "path": v.path, "val_accuracy": FIGURES[v.name][0],
+                 "accuracy": FIGURES[v.name][1], "latency_p50_ms": FIGURES[v.name][2],
+                 "latency_mean_ms": FIGURES[v.name][2] + 0.5, "size_bytes": FIGURES[v.name][3],
+                 "size_mb": FIGURES[v.name][3] / 2**20} for v in variants]  # fmt: skip
+
+    monkeypatch.setattr("lit_compress.bench.api.benchmark_variants", fake_benchmark_variants)
+    monkeypatch.setattr(deploy, "make_datamodule", lambda data, tokenizer: StubData())
+    ctx = RunContext(run_dir=tmp_path / "run")
+    ctx.models = {"teacher": tmp_path / "teacher", "student": tmp_path / "student"}
+    artifacts = {name: tmp_path / name for name in list(FIGURES)[2:]}
+    return ctx, artifacts, calls
+
+
+def test_final_artifact_is_fastest_within_budget_on_validation(stage, capsys):
+    ctx, artifacts, calls = stage
+    table = deploy.benchmark_stage(ctx, DataConfig(), BenchConfig(runs=3), artifacts)
+    chosen = "pruned+trimmed PTQ ORT dynamic int8"
+    line = (f"final artifact: {chosen} — fastest within 1.0 points of the teacher on validation "
+            "(val acc 94.20%, p50 5.00 ms)")  # fmt: skip
+    assert line in capsys.readouterr().out
+    assert calls["selection_texts"] == StubData().texts("validation") and calls["texts"] == StubData().texts("test")
+    assert calls["selection_labels"] == [0, 1, 0, 1] and calls["runs"] == 3
+    assert calls["names"] == list(FIGURES), "teacher, student, then every artifact"
+    record = json.loads((ctx.run_dir / "benchmark" / "stage.json").read_text())
+    assert record["final"] == chosen and record["final_reason"] in line
+    assert record["final_path"] == str(artifacts[chosen]) and record["selection"]["budget_pts"] == 1.0
+    report = json.loads(Path(record["paths"]["json"]).read_text())
+    assert report["selection"] == record["selection"] and report["selection"]["teacher"] == deploy.TEACHER
+    assert f"**Final artifact: {chosen}**" in table and "| Val acc | Test acc |" in table
+
+
+def test_the_budget_comes_from_the_config(stage, capsys):
+    ctx, artifacts, _ = stage
+    deploy.benchmark_stage(ctx, DataConfig(), BenchConfig(accuracy_budget=2.5), artifacts)
+    record = json.loads((ctx.run_dir / "benchmark" / "stage.json").read_text())
+    assert record["final"] == "pruned+trimmed QAT static int8 (Q/DQ)"
+    assert "fastest within 2.5 points" in capsys.readouterr().out
+
+
+def test_nothing_within_budget_falls_back_to_the_most_accurate(stage, capsys):
+    ctx, artifacts, _ = stage
+    deploy.benchmark_stage(ctx, DataConfig(), BenchConfig(accuracy_budget=0.0), artifacts)
+    out = capsys.readouterr().out
+    assert "final artifact: pruned+trimmed QAT ORT dynamic int8 — no variant within 0.0 points" in out
+    record = json.loads((ctx.run_dir / "benchmark" / "stage.json").read_text())
+    assert record["selection"]["within_budget"] is False and record["final"] == "pruned+trimmed QAT ORT dynamic int8"
+
+
+def test_accuracy_budget_is_validated():
+    with pytest.raises(ValueError, match="benchmark.accuracy_budget is in accuracy points"):
+        BenchConfig(accuracy_budget=-1.0)
+
+
+def test_export_checks_parity_on_the_validation_texts(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr("lit_compress.export.api.export_model", lambda *a, **kw: seen.append(kw["parity_texts"]))
+    monkeypatch.setattr(deploy, "make_datamodule", lambda data, tokenizer: StubData())
+    ctx = RunContext(run_dir=tmp_path / "run")
+    ctx.models = {"teacher": tmp_path / "teacher", "student": tmp_path / "student"}
+    deploy.export_stage(ctx, DataConfig(), ExportConfig(), {})
+    validation = StubData().texts("validation")
+    assert len(seen) == 1 and seen[0][: len(validation)] == validation, "the student, checked on every validation text"
+    assert not any(text.startswith("test") for text in seen[0]), "never on the test split"
