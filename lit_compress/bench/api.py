@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from lit_compress.bench.measure import latency_stats, machine_load
+from lit_compress.bench.measure import latency_stats, machine_block, machine_load
 from lit_compress.bench.report import log_results, write_report
 from lit_compress.bench.select import Selection, select_final
 from lit_compress.bench.suite import BenchmarkSettings, Variant, benchmark_variants, settings_dict
@@ -69,7 +69,7 @@ def run_benchmark(
     selection = None
     if selection_texts is not None:
         selection = select_final(rows, teacher=reference, budget_pts=accuracy_budget)
-    meta = {"settings": settings_dict(settings), "machine": machine_load(), "versions": library_versions()}
+    meta = {"settings": settings_dict(settings), "machine": machine_block(), "versions": library_versions()}
     paths = write_report(rows, out_dir, baseline=baseline, highlight=highlight, meta=meta, selection=selection)
     log_results(logger, rows, paths["plot"])
     return paths

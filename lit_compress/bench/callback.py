@@ -13,7 +13,7 @@ from torch import nn
 
 from lit_compress.bench.report import log_results, write_report
 from lit_compress.bench.suite import BenchmarkSettings, Variant, benchmark_variants, settings_dict
-from lit_compress.bench.measure import machine_load
+from lit_compress.bench.measure import machine_block
 from lit_compress.utils.target import compression_target
 
 VARIANT_NAMES = {
@@ -145,7 +145,7 @@ class Benchmark(L.Callback):
         variants += self._export(trainer, student, work / "export", texts)
         variants += self.extra_variants
         rows = benchmark_variants(variants, texts, labels, self.settings, label_names=names)
-        meta = {"settings": settings_dict(self.settings), "machine": machine_load(), "split": self.split,
+        meta = {"settings": settings_dict(self.settings), "machine": machine_block(), "split": self.split,
                 "epoch": trainer.current_epoch, "global_step": trainer.global_step}  # fmt: skip
         baseline = TEACHER if variants[0].name == TEACHER else None
         self.report = write_report(rows, self.out_dir, baseline=baseline, highlight=VARIANT_NAMES["ort-dynamic-int8"],

@@ -153,6 +153,18 @@ def machine_load() -> dict[str, float | int | None]:
     return {"load_1m": one, "load_5m": five, "load_15m": fifteen, "cpus": os.cpu_count()}
 
 
+def machine_block() -> dict[str, Any]:
+    """What a benchmark figure depends on: load, CPU count, platform and the CPU's int8 features and preset
+    (:func:`~lit_compress.quant.targets.int8_environment`): int8 speed and numerics differ between ISAs."""
+    import platform
+
+    from lit_compress.quant.targets import int8_environment
+
+    env = int8_environment()
+    return {**machine_load(), "platform": platform.platform(), "cpu_model": env["cpu"]["model"],
+            "int8_flags": env["cpu"]["int8_flags"], "int8_target": env["host_target"]}  # fmt: skip
+
+
 @contextlib.contextmanager
 def fixed_threads(threads: int) -> Iterator[None]:
     """Run PyTorch with ``threads`` intra-op threads inside the block, then restore the previous setting."""

@@ -208,7 +208,8 @@ class _Job:
         from lit_compress.quant.export import dynamic_int8_reference
 
         path = quantize_ort_dynamic(fp32, directory / ONNX_FILE, self.scheme)
-        reference = dynamic_int8_reference(self.model, self.scheme.per_channel, self.scheme.reduce_range)
+        reference = dynamic_int8_reference(self.model, self.scheme.per_channel, self.scheme.reduce_range,
+                                           self.scheme.embedding_storage, self.scheme.block_size)
         try:
             return self._ort_int8("ort-dynamic-int8", path, {"scheme": "ort-dynamic", **self.scheme.to_dict()},
                                   reference=reference)  # fmt: skip
@@ -253,7 +254,8 @@ class _Job:
         parity = check_parity(LogitsOnly(reference if gated else self.model), path, batches, atol=self.atol,
                               gate=gated, input_names=list(batches[0]), int8_gate=self.int8_gate or Int8Gate(),
                               what=f"{kind} ({path})")  # fmt: skip
-        parity["reference"] = ("fake-quantized PyTorch model (int8 weights, dynamic uint8 inputs)" if gated
+        parity["reference"] = ("fake-quantized PyTorch model (int8 weights, dynamic uint8 inputs, embeddings as "
+                               f"stored: {self.scheme.embedding_storage})" if gated
                                else "fp32 (no simulating model for this scheme): recorded, not gated")  # fmt: skip
         parity["gated"] = gated
         scheme = {**scheme, "target": self.target.to_dict() if self.target else None}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lit_compress.data.embedded import EMBEDDED_DATA, TextMode
+from lit_compress.export.parity import Int8Gate
 from lit_compress.models.hub import EMBEDDED_MODEL
 
 
@@ -152,6 +153,11 @@ class ExportConfig:
         quantize_embeddings: Quantize the embedding tables too (the biggest size cut after trimming).
         embedding_bits: Bits of the quantized embedding tables in the ORT artifacts (4: blockwise, 8: int8).
         calibration_size: Training texts used to calibrate static quantization.
+        target: int8 deployment CPU: ``auto`` (the machine the job runs on) or a preset of
+            ``lit_compress.quant.targets.TARGETS`` (``avx2``, ``avx512``, ``avx512_vnni``, ``avx_vnni``, ``amx``,
+            ``arm64``, ``portable``). QAT trains on this target's weight grid and ORT quantizes to it.
+        int8_gate: Acceptance of int8 artifacts against the fake-quantized model that simulates them (argmax
+            agreement over the validation texts, at least ``min_texts``, and the logit error in steps).
     """
 
     formats: list[str] = field(
@@ -161,6 +167,15 @@ class ExportConfig:
     quantize_embeddings: bool = True
     embedding_bits: int = 4
     calibration_size: int = 256
+    target: str = "auto"
+    int8_gate: Int8Gate = field(default_factory=Int8Gate)
+
+    def __post_init__(self) -> None:
+        from lit_compress.quant.targets import AUTO, TARGETS
+
+        if self.target != AUTO and self.target not in TARGETS:
+            raise ValueError(f"export.target={self.target!r} is not an int8 target; use 'auto' (this CPU) or one "
+                             f"of {sorted(TARGETS)}.")
 
 
 @dataclass

@@ -36,7 +36,10 @@ def export_stage(ctx: RunContext, data: DataConfig, cfg: ExportConfig, config: d
     done = ctx.load_done(stage)
     if done is None:
         dm = make_datamodule(data, str(ctx.models["teacher"]))
-        calibration, parity = dm.texts("train")[: cfg.calibration_size], dm.texts("validation")
+        from lit_compress.pipeline.compress import gate_texts
+
+        calibration = dm.texts("train")[: cfg.calibration_size]
+        parity = gate_texts(dm, cfg.int8_gate.min_texts)  # the validation split (topped up from train)
         jobs = {"student": list(cfg.formats), **COMPRESSED_FORMATS}
         with Stopwatch(ctx, stage):
             for variant, formats in jobs.items():
@@ -45,7 +48,8 @@ def export_stage(ctx: RunContext, data: DataConfig, cfg: ExportConfig, config: d
                 export_model(str(ctx.models[variant]), str(out / variant), formats=formats,
                              calibration_texts=calibration, parity_texts=parity, per_channel=cfg.per_channel,
                              quantize_embeddings=cfg.quantize_embeddings, embedding_bits=cfg.embedding_bits,
-                             max_length=data.max_length, run_config=config)
+                             max_length=data.max_length, run_config=config, target=cfg.target,
+                             int8_gate=cfg.int8_gate)
         ctx.mark_done(stage, {"seconds": ctx.timings[stage]})
     artifacts = {}
     for (variant, kind), row in ROW_NAMES.items():

@@ -48,21 +48,40 @@ def strip_fake_quant(model: nn.Module, inplace: bool = False) -> nn.Module:
     return out
 
 
-def dynamic_int8_reference(model: nn.Module, per_channel: bool, reduce_range: bool) -> nn.Module:
+def dynamic_int8_reference(model: nn.Module, per_channel: bool, reduce_range: bool, embeddings: str = "fp32",
+                           block_size: int = 128) -> nn.Module:  # fmt: skip
     """A fake-quantized copy of ``model`` that computes what ORT's dynamic int8 quantization of it runs.
 
     Every ``nn.Linear`` (ORT quantizes every MatMul/Gemm with a constant weight) gets int8 symmetric weights
-    on ORT's grid and per-tensor uint8 inputs from their own range (``DynamicQuantizeLinear``). Embedding tables
-    stay in float: their 4- or 8-bit storage is one rounding of the table, not simulated.
+    on ORT's grid and per-tensor uint8 inputs from their own range (``DynamicQuantizeLinear``). Embedding
+    tables get the storage ORT gives them: ``"int4"`` blocks
+    (:func:`~lit_compress.quant.functional.blockwise_int4`), ``"int8"`` per tensor, or ``"fp32"``.
 
     Args:
         model: The fp32 model that was exported and quantized (not modified).
         per_channel: ORT's ``per_channel``.
         reduce_range: ORT's ``reduce_range`` (7-bit weights).
+        embeddings: How the artifact stores embedding tables (``OrtQuantization.embedding_storage``).
+        block_size: Values per 4-bit block (capped as the exporter caps it: at the hidden size's power of two).
     """
+    import torch
+
+    from lit_compress.quant.functional import blockwise_int4, fake_quantize, symmetric_qparams
+
     out = copy.deepcopy(model)
     weight = WeightQuantConfig(granularity="per_channel" if per_channel else "per_tensor", reduce_range=reduce_range)
     prepare_qat(out, weight, ActivationQuantConfig(scheme="dynamic"), filter_fn=regex_filter("."))
+    with torch.no_grad():
+        for module in out.modules():
+            if type(module) is not nn.Embedding or embeddings == "fp32":
+                continue
+            table = module.weight
+            if embeddings == "int4":
+                block = max(16, min(block_size, 1 << (table.shape[1].bit_length() - 1)))
+                table.copy_(blockwise_int4(table, block))
+            else:
+                scale, zero = symmetric_qparams(*torch.aminmax(table), 127)
+                table.copy_(fake_quantize(table, scale, zero, -128, 127))
     return out.eval()
 
 

@@ -133,6 +133,29 @@ def fake_quantize(
     return torch.fake_quantize_per_channel_affine(x, scale, zero_point, axis, qmin, qmax)
 
 
+def blockwise_int4(weight: Tensor, block_size: int) -> Tensor:
+    """Dequantized 4-bit symmetric blocks along the last axis, as ORT's ``GatherBlockQuantized`` stores a table.
+
+    Each block of ``block_size`` consecutive values (the last block may be shorter) gets ``S = m / -8`` with
+    ``m`` the block's value of largest magnitude (the maximum when ``|max| > |min|``, else the minimum), codes
+    ``q = clamp(round(w / S), -8, 7)`` (0 where ``S = 0``) and values ``S q``: exactly
+    ``onnxruntime.quantization.matmul_nbits_quantizer.DefaultWeightOnlyQuantizer.quant_slice_symmetric``.
+
+    Args:
+        weight: A 2-D table (rows x hidden), quantized along the hidden axis.
+        block_size: Values per block.
+    """
+    w = weight.detach().float()
+    out = torch.empty_like(w)
+    for start in range(0, w.shape[-1], block_size):
+        block = w[..., start : start + block_size]
+        hi, lo = block.amax(-1, keepdim=True), block.amin(-1, keepdim=True)
+        scale = torch.where(hi.abs() > lo.abs(), hi, lo) / -8.0
+        codes = torch.where(scale == 0, torch.zeros_like(block), block / scale).round().clamp(-8, 7)
+        out[..., start : start + block_size] = codes * scale
+    return out
+
+
 def _broadcast(value: Tensor, like: Tensor, axis: int | None) -> Tensor:
     if axis is None or value.dim() == 0:
         return value

@@ -12,6 +12,10 @@ ONNX Runtime (MLAS) runs ``uint8 x int8`` matrix products with a kernel chosen f
   intermediate: 8-bit weights are exact.
 * **arm64** NEON (``umull``/``uadalp``) and dotprod (``udot``/``sdot``) accumulate in 32 bits: exact.
 
+ORT picks its kernel from CPUID as the *process* sees it, which can differ from ``/proc/cpuinfo`` (a VM or an
+emulator masking features): :func:`cpu_features` reads ``/proc/cpuinfo`` and drops what CPUID, read through
+PyTorch's cpuinfo library (``torch.cpu._is_*_supported``), denies.
+
 A target fixes weight range, per-channel choice and activation/weight types, so that the fake quantizer of QAT
 (:class:`~lit_compress.quant.fake_quant.FakeQuantizedLinear`) computes exactly what the kernel will. The default
 target is the machine you run on (:func:`detect_target`); name another to compress for a different deployment CPU.
@@ -44,13 +48,14 @@ class CpuFeatures:
     machine: str
     model: str
     flags: tuple[str, ...]
+    source: str = "/proc/cpuinfo"
 
     @property
     def is_arm(self) -> bool:
         return self.machine.lower() in ("aarch64", "arm64")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"machine": self.machine, "model": self.model, "int8_flags": list(self.flags)}
+        return {"machine": self.machine, "model": self.model, "int8_flags": list(self.flags), "source": self.source}
 
 
 @dataclass(frozen=True)
@@ -122,14 +127,49 @@ def parse_cpuinfo(text: str, machine: str) -> CpuFeatures:
     return CpuFeatures(machine=machine, model=model, flags=tuple(sorted(words.intersection(INT8_FLAGS))))
 
 
+#: What CPUID (through torch's cpuinfo) can deny, and the /proc/cpuinfo flags each denial removes.
+_CPUID_DENIES = {
+    "avx2": ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile"),
+    "avx512": ("avx512f", "avx512bw", "avx512_vnni"),
+    "vnni": ("avx512_vnni",),
+    "amx_tile": ("amx_int8", "amx_tile"),
+}
+
+
+def cpuid_view() -> dict[str, bool] | None:
+    """CPUID as this process sees it, through PyTorch's cpuinfo library (``None`` if unavailable)."""
+    try:
+        import torch.cpu as tc
+
+        probes = {"avx2": tc._is_avx2_supported, "avx512": tc._is_avx512_supported, "vnni": tc._is_vnni_supported,
+                  "amx_tile": tc._is_amx_tile_supported}  # fmt: skip
+        return {name: bool(probe()) for name, probe in probes.items()}
+    except Exception:  # an older or stripped torch: /proc/cpuinfo alone
+        return None
+
+
+def reconcile(features: CpuFeatures, cpuid: dict[str, bool] | None) -> CpuFeatures:
+    """Drop the flags CPUID denies; if it denies any that ``/proc/cpuinfo`` lists, the file describes another
+    CPU than the one the process runs on (emulator, masked VM), so ``avx_vnni``, which CPUID is not asked
+    about here, is dropped too."""
+    if not cpuid or features.is_arm:
+        return features
+    denied = {flag for probe, flags in _CPUID_DENIES.items() if cpuid.get(probe) is False for flag in flags}
+    present = set(features.flags)
+    if denied & present:
+        denied.add("avx_vnni")
+    kept = tuple(sorted(present - denied))
+    return CpuFeatures(features.machine, features.model, kept, source="/proc/cpuinfo checked against CPUID")
+
+
 def cpu_features(cpuinfo: str | Path = "/proc/cpuinfo") -> CpuFeatures:
-    """The features of this machine's CPU (empty flags where ``/proc/cpuinfo`` cannot be read)."""
+    """The int8 features of the CPU this process runs on (``/proc/cpuinfo`` checked against CPUID)."""
     machine = platform.machine() or "unknown"
     try:
         text = Path(cpuinfo).read_text(errors="replace")
     except OSError:
-        return CpuFeatures(machine=machine, model=platform.processor(), flags=())
-    return parse_cpuinfo(text, machine)
+        return CpuFeatures(machine=machine, model=platform.processor(), flags=(), source="unavailable")
+    return reconcile(parse_cpuinfo(text, machine), cpuid_view())
 
 
 def select_target(features: CpuFeatures) -> Int8Target:

@@ -94,6 +94,11 @@ def test_run_benchmark_chooses_on_validation_and_reports_test(variants, texts, l
     fastest = min((r for r in report["rows"] if r["name"] != "teacher"), key=lambda r: r["latency_p50_ms"])
     assert selection.chosen == fastest["name"] and selection.within_budget, "a 100-point budget admits all"
     assert report["selection"]["chosen"] == selection.chosen and "machine" in report["meta"]
+    from lit_compress.quant.targets import cpu_features, select_target
+
+    machine = report["meta"]["machine"]  # every figure carries the CPU's int8 features and preset
+    assert machine["int8_flags"] == list(cpu_features().flags)
+    assert machine["int8_target"] == select_target(cpu_features()).name and machine["cpus"] >= 1
     assert [r["name"] for r in report["rows"] if r["final"]] == [selection.chosen]
     assert [r["name"] for r in report["rows"] if r["pareto"]] and all("val_accuracy" in r for r in report["rows"])
     markdown = paths["markdown"].read_text()

@@ -130,3 +130,30 @@ def test_static_needs_calibration(fp32, tmp_path):
     with pytest.raises(ValueError, match="at least one calibration batch"):
         quantize_ort_static(fp32, tmp_path / "s.onnx", [])
     assert not (tmp_path / "s.onnx").exists()
+
+
+@pytest.mark.parametrize("hidden, block", [(40, 16), (64, 32)])
+def test_blockwise_int4_reproduces_orts_4bit_embedding_table(tmp_path, hidden, block):
+    """The simulating model's int4 table is the one ORT's GatherBlockQuantized looks up (last block shorter)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from lit_compress.export.int8 import _quantize_4bit
+    from lit_compress.quant.functional import blockwise_int4
+
+    table = torch.randn(50, hidden, generator=torch.Generator().manual_seed(hidden)) * 0.3
+    table[3] = 0.0  # an all-zero row: scale 0, codes 0
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["rows"], axis=0)], "emb",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [None])],
+        [helper.make_tensor_value_info("rows", TensorProto.FLOAT, [None, hidden])],
+        [numpy_helper.from_array(table.numpy(), "table")],
+    )  # fmt: skip
+    src, dst = tmp_path / "emb.onnx", tmp_path / "emb4.onnx"
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), str(src))
+    _quantize_4bit(src, dst, ("Gather",), block)
+    assert "GatherBlockQuantized" in {n.op_type for n in onnx.load(str(dst)).graph.node}
+    ids = np.arange(50, dtype=np.int64)
+    rows = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[0]
+    expected = blockwise_int4(table, block).numpy()
+    assert np.abs(rows - expected).max() <= 1e-7 and not np.array_equal(expected, table.numpy())

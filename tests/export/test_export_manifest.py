@@ -84,8 +84,8 @@ def test_int8_gate_failure_names_the_artifact_and_leaves_nothing(model_dir, tmp_
 
     real = qexport.dynamic_int8_reference
 
-    def wrong_reference(model, per_channel, reduce_range):  # a simulation that does not match the artifact
-        out = real(model, per_channel, reduce_range)
+    def wrong_reference(model, *args):  # a simulation that does not match the artifact
+        out = real(model, *args)
         with torch.no_grad():
             out.classifier.weight.mul_(-3.0)
         return out

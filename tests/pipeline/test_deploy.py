@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from lit_compress.export.parity import Int8Gate
+
 from lit_compress.pipeline import deploy
 from lit_compress.pipeline.config import BenchConfig, DataConfig, ExportConfig
 from lit_compress.pipeline.context import RunContext
@@ -104,6 +106,7 @@ def test_export_checks_parity_on_the_validation_texts(tmp_path, monkeypatch):
     ctx = RunContext(run_dir=tmp_path / "run")
     ctx.models = {"teacher": tmp_path / "teacher", "student": tmp_path / "student"}
     deploy.export_stage(ctx, DataConfig(), ExportConfig(), {})
-    validation = StubData().texts("validation")
-    assert len(seen) == 1 and seen[0][: len(validation)] == validation, "the student, checked on every validation text"
-    assert not any(text.startswith("test") for text in seen[0]), "never on the test split"
+    data = StubData()  # 4 validation texts: the int8 gate's 256 are topped up from train, never from test
+    assert seen == [data.texts("validation") + data.texts("train")], "checked on every validation text"
+    deploy.export_stage(ctx, DataConfig(), ExportConfig(int8_gate=Int8Gate(min_texts=3)), {})
+    assert seen[-1] == data.texts("validation")

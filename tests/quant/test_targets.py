@@ -12,6 +12,7 @@ from lit_compress.quant.targets import (
     int8_environment,
     kernel_is_exact,
     parse_cpuinfo,
+    reconcile,
     resolve_target,
     select_target,
 )
@@ -37,6 +38,19 @@ def test_each_isa_gets_its_preset(text, machine, target, flags) -> None:
     features = parse_cpuinfo(text, machine)
     assert features.flags == flags
     assert select_target(features).name == target
+
+
+CPUID_HASWELL = {"avx2": True, "avx512": False, "vnni": False, "amx_tile": False}
+
+
+def test_cpuid_overrules_proc_cpuinfo_where_they_disagree() -> None:
+    """Under an emulator or a masked VM /proc/cpuinfo describes the host; ORT dispatches on CPUID."""
+    host = parse_cpuinfo(SAPPHIRE_RAPIDS + "flags\t: avx_vnni\n", "x86_64")
+    seen = reconcile(host, CPUID_HASWELL)
+    assert seen.flags == ("avx2",) and select_target(seen).name == "avx2" and "CPUID" in seen.source
+    alder = parse_cpuinfo(ALDER_LAKE, "x86_64")  # no AVX-512 listed, none denied: AVX-VNNI stays
+    assert select_target(reconcile(alder, CPUID_HASWELL)).name == "avx_vnni"
+    assert reconcile(host, None) == host and reconcile(host, {k: True for k in CPUID_HASWELL}).flags == host.flags
 
 
 def test_saturating_kernels_get_7_bit_weights_and_the_others_8() -> None:
