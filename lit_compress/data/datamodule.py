@@ -12,6 +12,7 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from lit_compress.data.embedded import EMBEDDED_DATA, TextMode
 from lit_compress.data.sources import DataSource, load_source, validate_splits
+from lit_compress.errors import UserInputError
 from lit_compress.models.hub import EMBEDDED_MODEL, load_tokenizer
 
 
@@ -57,9 +58,9 @@ class TextClassificationDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if max_length < 8:
-            raise ValueError(f"max_length={max_length} is too short for classification; use at least 8.")
+            raise UserInputError(f"max_length={max_length} is too short for classification; use at least 8.")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+            raise UserInputError(f"batch_size must be >= 1, got {batch_size}.")
         self.save_hyperparameters()
         self.source = DataSource(
             name=dataset,

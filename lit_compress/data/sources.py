@@ -13,6 +13,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 from lit_compress.data.embedded import EMBEDDED_DATA, TextMode, load_bbc_news
 from lit_compress.data.splits import stratified_split
+from lit_compress.errors import InputNotFoundError, UserInputError
 
 SPLITS = ("train", "validation", "test")
 _LOCAL_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -47,7 +48,7 @@ class DataSource:
 
     def __post_init__(self) -> None:
         if self.name == "local" and not self.data_files:
-            raise ValueError("DataSource(name='local') needs data_files, e.g. {'train': 'train.csv'}.")
+            raise UserInputError("DataSource(name='local') needs data_files, e.g. {'train': 'train.csv'}.")
 
 
 def load_source(src: DataSource) -> tuple[DatasetDict, list[str] | None]:
@@ -63,40 +64,112 @@ def load_source(src: DataSource) -> tuple[DatasetDict, list[str] | None]:
 def _load_hub(src: DataSource) -> DatasetDict:
     from datasets import load_dataset
 
-    loaded = load_dataset(src.name, src.config_name)
+    try:
+        loaded = load_dataset(src.name, src.config_name)
+    except (OSError, ConnectionError) as err:  # DatasetNotFoundError is a FileNotFoundError
+        raise UserInputError(
+            f"cannot load dataset {src.name!r}: {err}; pass a dataset that is cached or reachable, "
+            "dataset: local with data_files, or the embedded default embedded:bbc_news"
+        ) from err
     if not isinstance(loaded, DatasetDict):
-        raise ValueError(f"Dataset {src.name!r} did not load as a DatasetDict of splits.")
+        raise UserInputError(f"Dataset {src.name!r} did not load as a DatasetDict of splits.")
     return loaded
+
+
+def check_source(src: DataSource) -> None:
+    """Cheap checks of local data before any work: the files exist, read as their format, have the columns.
+
+    Each file is read only as far as its header (CSV/TSV: the first rows; Parquet: the schema), so a wrong
+    path, a binary file or a missing ``label_column`` is reported in one sentence that names the file and the
+    option to set. Hub datasets and the embedded corpus are not checked here (loading them is the check).
+
+    Raises:
+        UserInputError: The data cannot be used as configured (``InputNotFoundError`` for a missing file).
+    """
+    if src.name != "local":
+        return
+    assert src.data_files is not None
+    unknown = set(src.data_files) - set(SPLITS)
+    if unknown:
+        raise UserInputError(f"data_files has unknown splits {sorted(unknown)}; use {list(SPLITS)}.")
+    fmt = _local_format(src.data_files)
+    for split, path in src.data_files.items():
+        _require_file_columns(path, _file_columns(path, fmt, split), src)
+
+
+def _local_format(data_files: dict[str, str]) -> str:
+    for split, path in data_files.items():
+        if not Path(path).is_file():
+            what = "is a directory, not a file" if Path(path).is_dir() else "not found"
+            where = "" if Path(path).is_absolute() else f" (relative to {Path.cwd()})"
+            raise InputNotFoundError(f"data file {path} (data_files.{split}) {what}; check the path{where}")
+    suffixes = {Path(p).suffix.lower() for p in data_files.values()}
+    formats = {_LOCAL_FORMATS.get(s) for s in suffixes}
+    if None in formats or len(formats) != 1:
+        raise UserInputError(
+            f"Local data files must all be one of {sorted(_LOCAL_FORMATS)}; got suffixes {sorted(suffixes)}."
+        )
+    return "tsv" if suffixes == {".tsv"} else formats.pop()  # type: ignore[return-value]
+
+
+def _file_columns(path: str, fmt: str, split: str) -> list[str]:
+    """The column names of one local data file, reading as little of it as its format allows."""
+    import pandas as pd
+
+    label = {"csv": "CSV", "tsv": "TSV", "json": "JSON", "parquet": "Parquet"}[fmt]
+    try:
+        if fmt in ("csv", "tsv"):
+            frame = pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", nrows=32, encoding="utf-8")
+        elif fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return list(pq.read_schema(path).names)
+        else:
+            try:
+                frame = pd.read_json(path, lines=True, nrows=32)
+            except ValueError:  # not JSON lines: one JSON document
+                frame = pd.read_json(path)
+    except Exception as err:  # pandas/pyarrow raise many types (UnicodeDecodeError, ParserError, ArrowInvalid, ...)
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise UserInputError(
+            f"cannot read {path} (data_files.{split}) as {label}: {reason}; check the file / format"
+        ) from err
+    return [str(c) for c in frame.columns]
+
+
+def _require_file_columns(path: str, columns: list[str], src: DataSource) -> None:
+    for option, column in (("text_column", src.text_column), ("label_column", src.label_column)):
+        if column is not None and column not in columns:
+            extra = " (or label_column: null for unlabeled text)" if option == "label_column" else ""
+            raise UserInputError(
+                f"{path} has no {option.split('_')[0]} column {column!r} (columns: {', '.join(columns) or 'none'}); "
+                f"set data.{option} to one of them{extra}"
+            )
 
 
 def _load_local(src: DataSource) -> DatasetDict:
     from datasets import load_dataset
+    from datasets.exceptions import DatasetGenerationError
 
+    check_source(src)
     assert src.data_files is not None
-    unknown = set(src.data_files) - set(SPLITS)
-    if unknown:
-        raise ValueError(f"data_files has unknown splits {sorted(unknown)}; use {list(SPLITS)}.")
-    suffixes = {Path(p).suffix.lower() for p in src.data_files.values()}
-    missing = [p for p in src.data_files.values() if not Path(p).exists()]
-    if missing:
-        raise FileNotFoundError(f"Data files not found: {missing}.")
-    formats = {_LOCAL_FORMATS.get(s) for s in suffixes}
-    if None in formats or len(formats) != 1:
-        raise ValueError(
-            f"Local data files must all be one of {sorted(_LOCAL_FORMATS)}; got suffixes {sorted(suffixes)}."
-        )
-    kwargs = {"delimiter": "\t"} if suffixes == {".tsv"} else {}
+    fmt = _local_format(src.data_files)
+    kwargs = {"delimiter": "\t"} if fmt == "tsv" else {}
     try:
-        return load_dataset(formats.pop(), data_files=dict(src.data_files), **kwargs)
-    except ValueError as err:  # e.g. a file with a header and no rows
-        raise ValueError(f"Could not read {dict(src.data_files)} ({err}); is a split file empty?") from err
+        return load_dataset("csv" if fmt == "tsv" else fmt, data_files=dict(src.data_files), **kwargs)
+    except (DatasetGenerationError, ValueError, OSError) as err:  # e.g. no rows, or bad bytes past the header
+        cause = err.__cause__ or err  # datasets wraps the reader's error in DatasetGenerationError
+        reason = " ".join(str(cause).split()) or type(cause).__name__
+        raise UserInputError(
+            f"cannot read data_files {dict(src.data_files)}: {reason}; check the files / format (empty or damaged?)"
+        ) from err
 
 
 def _normalise(raw: DatasetDict, src: DataSource) -> tuple[DatasetDict, list[str] | None]:
     aliases = {"valid": "validation", "val": "validation", "dev": "validation"}
     raw = DatasetDict({aliases.get(k, k): v for k, v in raw.items()})
     if "train" not in raw:
-        raise ValueError(f"The data has no 'train' split (found {sorted(raw)}); provide one.")
+        raise UserInputError(f"The data has no 'train' split (found {sorted(raw)}); provide one.")
     names = src.label_names or _label_names(raw["train"], src)
     features = Features({"text": Value("string")} | ({"label": Value("int64")} if src.label_column and names else {}))
     out = {}
@@ -127,9 +200,9 @@ def _require_columns(ds: Dataset, src: DataSource, split: str) -> None:
     wanted = [src.text_column] + ([src.label_column] if src.label_column else [])
     missing = [c for c in wanted if c not in ds.column_names]
     if missing:
-        raise ValueError(
+        raise UserInputError(
             f"Split {split!r} lacks column(s) {missing}; it has {ds.column_names}. "
-            f"Set text_column / label_column (label_column: null for unlabeled text)."
+            f"Set data.text_column / data.label_column (label_column: null for unlabeled text)."
         )
 
 
@@ -163,17 +236,17 @@ def _split(full: Dataset, src: DataSource) -> DatasetDict:
 
 
 def validate_splits(dd: DatasetDict, label_names: list[str] | None) -> None:
-    """Raise a clear ``ValueError`` for empty splits, empty texts or labels out of range."""
+    """Raise a clear ``UserInputError`` (a ``ValueError``) for empty splits, empty texts or labels out of range."""
     for split, ds in dd.items():
         if len(ds) == 0:
-            raise ValueError(f"Split {split!r} is empty; check the data files or split_fractions.")
+            raise UserInputError(f"Split {split!r} is empty; check the data files or split_fractions.")
         empty = [i for i, t in enumerate(ds["text"]) if not t.strip()]
         if empty:
-            raise ValueError(f"Split {split!r} has {len(empty)} empty text(s), first at row {empty[0]}; drop them.")
+            raise UserInputError(f"Split {split!r} has {len(empty)} empty text(s), first at row {empty[0]}; drop them.")
         if label_names is not None and "label" in ds.column_names:
             bad = [(i, v) for i, v in enumerate(ds["label"]) if not 0 <= v < len(label_names)]
             if bad:
-                raise ValueError(
+                raise UserInputError(
                     f"Split {split!r} row {bad[0][0]} has label {bad[0][1]!r} outside 0..{len(label_names) - 1} "
                     f"(or a label name missing from label_names={label_names}); fix the data or label_names."
                 )

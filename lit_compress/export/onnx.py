@@ -252,12 +252,27 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
             module.training = training
 
 
+#: Logs "torchvision is not installed. Skipping torchvision::nms" (and roi_align, roi_pool, deform_conv2d)
+#: each time the dynamo exporter builds its op registry. Harmless here: those are detection ops that no
+#: text classifier contains, and the registry simply leaves them out.
+_REGISTRATION_LOG = "torch.onnx._internal.exporter._registration"
+
+
+def _drop_torchvision_skips(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("torchvision is not installed")
+
+
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """Silence the exporters' progress prints and warnings (they go to stdout and ``warnings``)."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
-        warnings.simplefilter("ignore")
-        yield
+    """Silence the exporters' progress prints and warnings (stdout, ``warnings``, the torchvision log line)."""
+    registration = logging.getLogger(_REGISTRATION_LOG)
+    registration.addFilter(_drop_torchvision_skips)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        registration.removeFilter(_drop_torchvision_skips)
 
 
 def _maybe_json(value: str) -> Any:

@@ -16,7 +16,8 @@ from lit_compress.pipeline.config import (
     QATConfig,
     TeacherConfig,
 )
-from lit_compress.pipeline.context import RunContext
+from lit_compress.errors import UserInputError
+from lit_compress.pipeline.context import DONE_FILE, RunContext
 from lit_compress.pipeline.report import summary_table, write_summary
 from lit_compress.pipeline.stages import distill_stage, teacher_stage
 
@@ -66,9 +67,16 @@ def run_pipeline(
     if threads:
         torch.set_num_threads(threads)
     ctx = RunContext(run_dir=Path(run_dir), resume=resume)
+    check_inputs(ctx, sections)
+    created = not ctx.run_dir.exists()
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
-    resolved = save_resolved_config(ctx.run_dir, run_dir=run_dir, threads=threads, **sections)
-    _train(ctx, sections)
+    try:
+        resolved = save_resolved_config(ctx.run_dir, run_dir=run_dir, threads=threads, **sections)
+        _train(ctx, sections)
+    except UserInputError:
+        if created:
+            _remove_unfinished(ctx.run_dir)
+        raise
     table = summary_table(ctx)
     print("\nTraining stages (test split, PyTorch):\n" + table)
     bench = sections["benchmark"]
@@ -83,6 +91,36 @@ def run_pipeline(
     return ctx.results
 
 
+def check_inputs(ctx: RunContext, sections: dict[str, Any]) -> None:
+    """Refuse bad data or model inputs before the run directory exists (cheap checks, no training).
+
+    Local data files must exist, read as their format and have the text/label columns; the teacher (and a
+    given student) must resolve to a local directory, a readable ``.ckpt``, the embedded default, or a hub
+    model that is cached or reachable. Stages already completed in a resumed run are not re-checked.
+
+    Raises:
+        UserInputError: What is wrong and which option fixes it.
+    """
+    from lit_compress.data.sources import check_source
+    from lit_compress.models.hub import check_model
+    from lit_compress.pipeline.training import make_datamodule
+
+    teacher, distill = sections["teacher"], sections["distill"]
+    check_source(make_datamodule(sections["data"], teacher.model).source)
+    if ctx.load_done("teacher") is None:
+        check_model(teacher.model)
+    if distill.student and ctx.load_done("distill") is None:
+        check_model(distill.student)
+
+
+def _remove_unfinished(run_dir: Path) -> None:
+    """Remove a run directory this invocation created when no stage finished in it (bad input found late)."""
+    import shutil
+
+    if not any(run_dir.rglob(DONE_FILE)):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def _train(ctx: RunContext, sections: dict[str, Any]) -> None:
     from lit_compress.pipeline.compress import prune_stage, qat_stage
 
@@ -91,7 +129,7 @@ def _train(ctx: RunContext, sections: dict[str, Any]) -> None:
     distill_stage(ctx, data, sections["distill"])
     prune_stage(ctx, data, sections["prune"])
     for scheme in sections["qat"].schemes:
-        qat_stage(ctx, data, sections["qat"], scheme, export.per_channel, export.quantize_embeddings)
+        qat_stage(ctx, data, sections["qat"], scheme, export)
 
 
 def save_resolved_config(out_dir: Path, **sections: object) -> dict[str, Any]:

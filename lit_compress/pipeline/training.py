@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
 from lit_compress.data.datamodule import TextClassificationDataModule
 from lit_compress.pipeline.config import DataConfig, TrainConfig
@@ -30,8 +33,42 @@ def make_datamodule(data: DataConfig, tokenizer: str) -> TextClassificationDataM
     )
 
 
+#: Loggers of Lightning's ``rank_zero_info`` (the pytorch one is used at runtime; fabric's is the fallback).
+_RANK_ZERO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+
+
+def _drop_tips(record: logging.LogRecord) -> bool:
+    """Drop Lightning's advertisement lines ("💡 Tip: ... try installing litlogger / litmodels")."""
+    return not record.getMessage().startswith("💡 Tip:")
+
+
+def quiet_lightning() -> None:
+    """Silence what Lightning says on every pipeline stage that is known to be harmless there.
+
+    - "Found N module(s) in eval mode at the start of training": the frozen teacher of every distillation
+      stage is in eval mode on purpose (no dropout in its targets); ``CompressionModule.on_fit_start`` puts
+      the trained modules in train mode and ``DistillationModule.train`` keeps only the teacher in eval.
+    - "`isinstance(treespec, LeafSpec)` is deprecated": Lightning's own use of a torch API that torch 2.13
+      deprecates; nothing for a user to change.
+    - "💡 Tip: ... litlogger" (once per Trainer, because the stages log to CSV on purpose: offline, no account).
+    """
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training",
+                            category=PossibleUserWarning)
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning)
+    for name in _RANK_ZERO_LOGGERS:
+        logger = logging.getLogger(name)
+        if _drop_tips not in logger.filters:
+            logger.addFilter(_drop_tips)
+
+
 def make_trainer(train: TrainConfig, out_dir: Path, callbacks: list[Callback] | None = None, **kwargs: Any) -> L.Trainer:
-    """A Trainer that logs CSV metrics into ``out_dir/logs`` and keeps no checkpoints of its own."""
+    """A Trainer that logs CSV metrics into ``out_dir/logs`` and keeps no checkpoints of its own.
+
+    The model summary is off and the harmless per-stage warnings are filtered (:func:`quiet_lightning`), so
+    a run shows the progress bars and one line per finished stage.
+    """
+    quiet_lightning()
     defaults: dict[str, Any] = {
         "max_epochs": train.epochs,
         "max_steps": train.max_steps,

@@ -73,7 +73,7 @@ def _write(path: Path, rows: list[list[str]], header: list[str]) -> str:
 @pytest.mark.parametrize(
     ("header", "rows", "match"),
     [
-        (["sentence", "label"], [["goal", "sport"]], "lacks column"),
+        (["sentence", "label"], [["goal", "sport"]], "has no text column 'text' \\(columns: sentence, label\\)"),
         (["text", "label"], [["goal", "sport"], ["   ", "sport"]], "empty text"),
         (["text", "label"], [["goal", "7"]], "outside"),
     ],
@@ -97,9 +97,42 @@ def test_empty_split_is_rejected(tmp_path) -> None:
 
 
 def test_missing_file_and_bad_args() -> None:
-    with pytest.raises(FileNotFoundError, match="not found"):
+    with pytest.raises(FileNotFoundError, match="data file /nope.csv \\(data_files.train\\) not found"):
         TextClassificationDataModule(dataset="local", data_files={"train": "/nope.csv"}).raw()
     with pytest.raises(ValueError, match="data_files"):
         TextClassificationDataModule(dataset="local")
     with pytest.raises(ValueError, match="max_length"):
         TextClassificationDataModule(max_length=2)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".parquet"])
+def test_check_source_reads_only_the_header_and_names_the_column(tmp_path, suffix) -> None:
+    import pandas as pd
+
+    from lit_compress.data.sources import DataSource, check_source
+    from lit_compress.errors import UserInputError
+
+    path = tmp_path / f"data{suffix}"
+    frame = pd.DataFrame({"text": ["goal match", "new chip"], "topic": ["sport", "tech"]})
+    if suffix == ".parquet":
+        frame.to_parquet(path)
+    elif suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    else:
+        frame.to_csv(path, sep="\t" if suffix == ".tsv" else ",", index=False)
+    check_source(DataSource(name="local", data_files={"train": str(path)}, label_column="topic"))
+    expected = r"has no label column 'label' \(columns: text, topic\); set data.label_column"
+    with pytest.raises(UserInputError, match=expected):
+        check_source(DataSource(name="local", data_files={"train": str(path)}))
+
+
+def test_check_source_refuses_unreadable_files(tmp_path) -> None:
+    from lit_compress.data.sources import DataSource, check_source
+    from lit_compress.errors import UserInputError
+
+    binary = tmp_path / "bin.csv"
+    binary.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(UserInputError, match=r"cannot read .*bin.csv \(data_files.train\) as CSV: .*; check the file"):
+        check_source(DataSource(name="local", data_files={"train": str(binary)}))
+    with pytest.raises(UserInputError, match="is a directory"):
+        check_source(DataSource(name="local", data_files={"train": str(tmp_path)}))
