@@ -192,3 +192,15 @@ def test_fit_bad_data_and_model(capsys, tmp_path: Path, csv_files: dict[str, str
     line = fail(capsys, [*FIT, root, "--data.dataset=local", good, f"--model.model={ckpt}"])
     assert f"cannot load checkpoint {ckpt}" in line
     assert not (tmp_path / "fit").exists()
+
+
+def test_fit_distillation_with_a_corrupt_teacher_checkpoint(capsys, tmp_path: Path, csv_files: dict[str, str],
+                                                            no_dataset_bars) -> None:  # fmt: skip
+    ckpt = tmp_path / "teacher.ckpt"
+    ckpt.write_bytes(bytes(range(128, 256)) * 8)
+    good = "--data.data_files={" + ", ".join(f"{k}: {v}" for k, v in csv_files.items()) + "}"
+    argv = ["fit", "--model=lit_compress.distill.DistillationModule", f"--model.teacher={ckpt}",
+            "--data=lit_compress.data.TextClassificationDataModule", "--data.dataset=local", good,
+            "--trainer.max_steps=1", "--trainer.accelerator=cpu", f"--trainer.default_root_dir={tmp_path / 'fit'}"]
+    assert f"cannot load checkpoint {ckpt}" in fail(capsys, argv)
+    assert not (tmp_path / "fit").exists()

@@ -19,11 +19,7 @@ def load_teacher(teacher: str | nn.Module, labels: Sequence[str] | None) -> nn.M
     """A teacher from a module, a ``ClassifierModule`` checkpoint (``.ckpt``), a hub name or a directory."""
     if isinstance(teacher, nn.Module):
         return teacher
-    if teacher.endswith(".ckpt"):
-        from lit_compress.distill.classifier import ClassifierModule
-
-        return ClassifierModule.load_from_checkpoint(teacher, map_location="cpu", weights_only=True).model
-    return load_classifier(teacher, labels)
+    return load_classifier(teacher, labels)  # .ckpt: weights_only=True, one-line error if corrupt
 
 
 class DistillationModule(CompressionModule):

@@ -24,6 +24,7 @@ Found by trial: ORT's quantizers fail on dynamo exports until ``graph.value_info
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -142,7 +143,7 @@ def quantize_ort_dynamic(
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     scheme = scheme or OrtQuantization()
-    with _clean_copy(src) as clean, atomic_path(dst) as tmp:
+    with _quiet_ort_quantizer(), _clean_copy(src) as clean, atomic_path(dst) as tmp:
         quantize_dynamic(
             str(clean), str(tmp), weight_type=QuantType.QInt8, per_channel=scheme.per_channel,
             reduce_range=scheme.reduce_range, op_types_to_quantize=scheme.op_types,
@@ -163,7 +164,7 @@ def quantize_ort_int4(
     """
     scheme = scheme or OrtQuantization()
     ops = ("MatMul", "Gather") if scheme.quantize_embeddings else ("MatMul",)
-    with _clean_copy(src) as clean, atomic_path(dst) as tmp:
+    with _quiet_ort_quantizer(), _clean_copy(src) as clean, atomic_path(dst) as tmp:
         _quantize_4bit(clean, tmp, ops, scheme.block_size)
     return Path(dst)
 
@@ -188,7 +189,7 @@ def quantize_ort_static(
 
     scheme = scheme or OrtQuantization()
     method = {"minmax": Method.MinMax, "entropy": Method.Entropy, "percentile": Method.Percentile}
-    with _clean_copy(src) as clean, tempfile.TemporaryDirectory(prefix="lc-static-") as work:
+    with _quiet_ort_quantizer(), _clean_copy(src) as clean, tempfile.TemporaryDirectory(prefix="lc-static-") as work:
         pre = Path(work) / "preprocessed.onnx"
         quant_pre_process(str(clean), str(pre), skip_symbolic_shape=True)
         reader = TokenizedBatches(calibration, _graph_inputs(pre))
@@ -217,11 +218,14 @@ def _quantize_4bit(src: Path, dst: Path, op_types: tuple[str, ...], block_size: 
 
     proto = onnx.load(str(src))
     block = min(block_size, _shortest_axis(proto, op_types))
+    stack = contextlib.ExitStack()
+    stack.enter_context(_quiet_ort_quantizer())
     config = DefaultWeightOnlyQuantConfig(block_size=max(16, block), is_symmetric=True, accuracy_level=4,
                                           op_types_to_quantize=op_types,
                                           quant_axes=(("MatMul", 0), ("Gather", 1)))  # fmt: skip
-    quantizer = MatMulNBitsQuantizer(proto, algo_config=config)
-    quantizer.process()
+    with stack:
+        quantizer = MatMulNBitsQuantizer(proto, algo_config=config)
+        quantizer.process()
     onnx.save_model(quantizer.model.model, str(dst))
 
 
@@ -233,6 +237,34 @@ def _shortest_axis(proto: Any, op_types: tuple[str, ...]) -> int:
     axes += [shapes[n.input[0]][1] for n in proto.graph.node if n.op_type == "Gather" and "Gather" in op_types
              and n.input[0] in shapes]  # fmt: skip
     return 1 << (min(axes).bit_length() - 1) if axes else 1 << 30
+
+
+#: ORT quantizer messages that are harmless here, each with why: the dynamic scheme needs no static shape
+#: pre-processing (the static one runs it), and the int4 pass's forced opset 21 / IR 10 model is checked by
+#: loading it in ORT and gating it (:mod:`lit_compress.export.parity`).
+_HARMLESS_ORT_MESSAGES = (
+    "Please consider to run pre-processing before quantization",
+    "The opset of the input model is under 21 and doesn't support int4",
+    "doesn't support int4 data type. Force to update it to 10",
+)
+
+
+def _harmless(record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not any(text in message for text in _HARMLESS_ORT_MESSAGES)
+
+
+@contextlib.contextmanager
+def _quiet_ort_quantizer() -> Iterator[None]:
+    """Drop :data:`_HARMLESS_ORT_MESSAGES` (ORT logs them on the root logger and its nbits quantizer's)."""
+    loggers = [logging.getLogger(), logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")]
+    for logger in loggers:
+        logger.addFilter(_harmless)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(_harmless)
 
 
 @contextlib.contextmanager

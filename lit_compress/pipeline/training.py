@@ -38,8 +38,9 @@ _RANK_ZERO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric
 
 
 def _drop_tips(record: logging.LogRecord) -> bool:
-    """Drop Lightning's advertisement lines ("💡 Tip: ... try installing litlogger / litmodels")."""
-    return not record.getMessage().startswith("💡 Tip:")
+    """Drop Lightning's advertisement lines ("💡 Tip: ... try installing litlogger / litmodels") and the
+    per-Trainer device census ("GPU available: False, used: False"; the stages use ``accelerator="auto"``)."""
+    return not record.getMessage().startswith(("💡 Tip:", "GPU available:", "TPU available:", "HPU available:"))
 
 
 def quiet_lightning() -> None:
@@ -51,6 +52,8 @@ def quiet_lightning() -> None:
     - "`isinstance(treespec, LeafSpec)` is deprecated": Lightning's own use of a torch API that torch 2.13
       deprecates; nothing for a user to change.
     - "💡 Tip: ... litlogger" (once per Trainer, because the stages log to CSV on purpose: offline, no account).
+    - "GPU available: False, used: False" / "TPU available: ..." (once per Trainer; the stages pick the
+      accelerator with ``accelerator="auto"``).
     """
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training",
                             category=PossibleUserWarning)
