@@ -17,8 +17,10 @@ MiniLM-L6 + a linear head on BBC News (400 test texts): fp32 ONNX 86.7 MB, 87.25
 with int8 / int4 / fp32 embeddings: 21.8 / 17.3 / 55.9 MB at 87.00% / 87.75% / 86.50% (int4 tables cost
 ~7% latency); all 4-bit (``ort-int4``): 12.8 MB, 87.50%, ~1.6x slower than dynamic int8.
 
-Found by trial: ORT's quantizers fail on dynamo exports until ``graph.value_info`` is cleared, and
-``quant_pre_process`` needs ``skip_symbolic_shape=True`` on them.
+Found by trial: ORT's quantizers (onnxruntime 1.31; 1.32 accepts them) fail on dynamo exports until
+``graph.value_info`` is cleared, so it is cleared on a copy, and ``quant_pre_process`` needs
+``skip_symbolic_shape=True`` on them. ``reduce_range`` (7-bit weights) is set by the int8 target
+(:mod:`lit_compress.quant.targets`).
 """
 
 from __future__ import annotations
