@@ -204,3 +204,10 @@ def test_fit_distillation_with_a_corrupt_teacher_checkpoint(capsys, tmp_path: Pa
             "--trainer.max_steps=1", "--trainer.accelerator=cpu", f"--trainer.default_root_dir={tmp_path / 'fit'}"]
     assert f"cannot load checkpoint {ckpt}" in fail(capsys, argv)
     assert not (tmp_path / "fit").exists()
+
+
+def test_unknown_int8_target_is_one_line(capsys, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    line = fail(capsys, pipeline(run, "--export.target", "avx3"))
+    assert "export.target='avx3' is not an int8 target" in line and "'avx2'" in line
+    assert not run.exists()

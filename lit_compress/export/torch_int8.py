@@ -68,7 +68,9 @@ def save_torch_dynamic_int8(
         tokenizer.save_pretrained(out)
     _save_architecture(model, out)
     weights = out / WEIGHTS_FILE
-    with atomic_path(weights) as tmp:
+    with atomic_path(weights) as tmp, warnings.catch_warnings():
+        # torch's own packed int8 Linear params serialize through TypedStorage; nothing for a user to change
+        warnings.filterwarnings("ignore", message="TypedStorage is deprecated", category=UserWarning)
         torch.save(quantized.state_dict(), tmp)
     return weights
 
@@ -89,7 +91,9 @@ def load_torch_dynamic_int8(path: str | os.PathLike[str]) -> nn.Module:
 
         apply_architecture(model, ArchitectureSpec.from_dict(json.loads(arch.read_text())))
     quantized = quantize_torch_dynamic(model)
-    state = torch.load(src / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="TypedStorage is deprecated", category=UserWarning)
+        state = torch.load(src / WEIGHTS_FILE, map_location="cpu", weights_only=True)
     quantized.load_state_dict(state)
     return quantized.eval()
 
