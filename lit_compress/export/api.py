@@ -17,7 +17,7 @@ from __future__ import annotations
 import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +165,7 @@ class _Job:
     max_length: int = 128
     atol: float = 1e-4
     target: Int8Target | None = None
-    int8_gate: Int8Gate | None = None
+    int8_gate: Int8Gate = field(default_factory=Int8Gate)
     gate_batches: list[dict[str, Tensor]] | None = None
     fp32_report: dict[str, Any] | None = None
 
@@ -238,7 +238,7 @@ class _Job:
         reference = torch_logits(LogitsOnly(self.model), batches)
         parity = compare_logits(reference, torch_logits(LogitsOnly(quantized), batches), batches, atol=self.atol,
                                 gate=False, what="torch dynamic int8")  # fmt: skip
-        parity = {**judge_int8(parity, reference, self.int8_gate or Int8Gate(), "torch dynamic int8", False),
+        parity = {**judge_int8(parity, reference, self.int8_gate, "torch dynamic int8", False),
                   "gated": False, "reference": "fp32 (torch's own int8 engine: no simulating model)"}  # fmt: skip
         scheme = {"scheme": "torch-dynamic", "weight_type": "qint8", "per_channel": False, "modules": ["Linear"]}
         return self._manifest("torch-dynamic-int8", weights, torch_parameter_counts(quantized), scheme, parity,
@@ -252,7 +252,7 @@ class _Job:
         batches = self._gate_inputs()
         gated = reference is not None
         parity = check_parity(LogitsOnly(reference if gated else self.model), path, batches, atol=self.atol,
-                              gate=gated, input_names=list(batches[0]), int8_gate=self.int8_gate or Int8Gate(),
+                              gate=gated, input_names=list(batches[0]), int8_gate=self.int8_gate,
                               what=f"{kind} ({path})")  # fmt: skip
         parity["reference"] = ("fake-quantized PyTorch model (int8 weights, dynamic uint8 inputs, embeddings as "
                                f"stored: {self.scheme.embedding_storage})" if gated
@@ -298,12 +298,8 @@ def gate_batches(tokenizer: Any, texts: Sequence[str] | None, max_length: int) -
     """All ``texts`` in padded batches of :data:`GATE_BATCH_SIZE` for the int8 gate (``None`` without texts)."""
     if not texts:
         return None
-    texts, batches = list(texts), []
-    for start in range(0, len(texts), GATE_BATCH_SIZE):
-        enc = tokenizer(texts[start : start + GATE_BATCH_SIZE], padding=True, truncation=True, max_length=max_length,
-                        return_tensors="pt")  # fmt: skip
-        batches.append({k: enc[k].to(torch.long) for k in ("input_ids", "attention_mask")})
-    return batches
+    batches = tokenize_batches(tokenizer, list(texts), batch_size=GATE_BATCH_SIZE, max_length=max_length)
+    return [{k: torch.from_numpy(b[k]) for k in ("input_ids", "attention_mask")} for b in batches]
 
 
 def _parity_batches(tokenizer: Any, texts: Sequence[str] | None, max_length: int) -> list[dict[str, Tensor]]:

@@ -17,14 +17,7 @@ from lit_compress.models.io import load_model_dir, save_model_dir
 from lit_compress.pipeline.config import DataConfig, ExportConfig, PruneConfig, QATConfig, TrainConfig
 from lit_compress.pipeline.context import RunContext
 from lit_compress.pipeline.stages import _reuse, finish_stage, fit_distillation
-from lit_compress.pipeline.training import make_datamodule
-
-
-def gate_texts(dm: Any, minimum: int = 256) -> list[str]:
-    """The texts int8 artifacts are gated on: the validation split of ``dm``, topped up from the training split
-    (in order) when it holds fewer than ``minimum`` (agreement needs enough texts; never the test split)."""
-    texts = dm.texts("validation")
-    return texts + dm.texts("train")[: max(0, minimum - len(texts))]
+from lit_compress.pipeline.training import gate_texts, make_datamodule
 
 
 def total_steps(ctx: RunContext, data: DataConfig, tokenizer: str, train: TrainConfig) -> int:

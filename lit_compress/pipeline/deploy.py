@@ -7,7 +7,7 @@ from typing import Any
 
 from lit_compress.pipeline.config import BenchConfig, DataConfig, ExportConfig
 from lit_compress.pipeline.context import RunContext, Stopwatch
-from lit_compress.pipeline.training import make_datamodule
+from lit_compress.pipeline.training import gate_texts, make_datamodule
 
 #: training-stage variant -> (artifact kinds to export, row label prefix)
 COMPRESSED_FORMATS = {
@@ -36,8 +36,6 @@ def export_stage(ctx: RunContext, data: DataConfig, cfg: ExportConfig, config: d
     done = ctx.load_done(stage)
     if done is None:
         dm = make_datamodule(data, str(ctx.models["teacher"]))
-        from lit_compress.pipeline.compress import gate_texts
-
         calibration = dm.texts("train")[: cfg.calibration_size]
         parity = gate_texts(dm, cfg.int8_gate.min_texts)  # the validation split (topped up from train)
         jobs = {"student": list(cfg.formats), **COMPRESSED_FORMATS}

@@ -92,3 +92,10 @@ def test_metrics(trainer: L.Trainer, module: L.LightningModule, dm: L.LightningD
     """Accuracy and macro-F1 on the test split, as plain floats."""
     out = trainer.test(module, datamodule=dm, verbose=False)[0]
     return {"accuracy": float(out["test/acc"]), "macro_f1": float(out["test/f1"])}
+
+
+def gate_texts(dm: Any, minimum: int = 256) -> list[str]:
+    """The texts int8 artifacts are gated on: the validation split of ``dm``, topped up from the training split
+    (in order) when it holds fewer than ``minimum`` (agreement needs enough texts; never the test split)."""
+    texts = dm.texts("validation")
+    return texts + dm.texts("train")[: max(0, minimum - len(texts))]

@@ -69,6 +69,7 @@ class Int8Target:
         per_channel: One weight scale per output channel.
         activation_signed: int8 (``True``) or uint8 (``False``, ORT's x86 default) activations.
         weight_signed: int8 weights (ORT's ``QInt8``).
+        int16_pairs: The kernel sums pairs of ``u8 * s8`` products in saturating int16 (``vpmaddubsw``).
     """
 
     name: str
@@ -77,6 +78,7 @@ class Int8Target:
     per_channel: bool = True
     activation_signed: bool = False
     weight_signed: bool = True
+    int16_pairs: bool = False
 
     @property
     def weight_qmax(self) -> int:
@@ -99,8 +101,10 @@ class Int8Target:
 TARGETS: dict[str, Int8Target] = {
     t.name: t
     for t in (
-        Int8Target("avx2", "vpmaddubsw: u8*s8 pairs summed in saturating int16", reduce_range=True),
-        Int8Target("avx512", "vpmaddubsw (AVX-512BW): u8*s8 pairs summed in saturating int16", reduce_range=True),
+        Int8Target("avx2", "vpmaddubsw: u8*s8 pairs summed in saturating int16", reduce_range=True,
+                   int16_pairs=True),
+        Int8Target("avx512", "vpmaddubsw (AVX-512BW): u8*s8 pairs summed in saturating int16", reduce_range=True,
+                   int16_pairs=True),
         Int8Target("avx512_vnni", "vpdpbusd: u8*s8 accumulated in int32", reduce_range=False),
         Int8Target("avx_vnni", "vpdpbusd (AVX-VNNI, 256-bit): u8*s8 accumulated in int32", reduce_range=False),
         Int8Target("amx", "tdpbusd (AMX tiles): u8*s8 accumulated in int32", reduce_range=False),
@@ -215,7 +219,7 @@ def kernel_is_exact(target: Int8Target, weight_qmax: int, activation_levels: int
 
     Saturating targets sum two products in int16: exact iff ``(levels - 1) * weight_qmax * 2 <= 32767``.
     """
-    if target.name in ("avx2", "avx512"):
+    if target.int16_pairs:
         return (activation_levels - 1) * weight_qmax * 2 <= 2**15 - 1
     return True
 

@@ -55,6 +55,7 @@ def test_cpuid_overrules_proc_cpuinfo_where_they_disagree() -> None:
 
 def test_saturating_kernels_get_7_bit_weights_and_the_others_8() -> None:
     assert {n for n, t in TARGETS.items() if t.reduce_range} == {"avx2", "avx512", "portable"}
+    assert {n for n, t in TARGETS.items() if t.int16_pairs} == {"avx2", "avx512"}  # vpmaddubsw kernels
     avx2, vnni = TARGETS["avx2"], TARGETS["avx512_vnni"]
     assert avx2.weight_config().symmetric_qmax == 64 and avx2.weight_config().reduce_range
     assert vnni.weight_config().symmetric_qmax == 127 and vnni.weight_config(per_channel=False).axis is None
