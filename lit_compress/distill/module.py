@@ -12,7 +12,7 @@ from lit_compress.distill.base import CompressionModule, model_inputs, resolve_l
 from lit_compress.distill.cache import TeacherLogitCache
 from lit_compress.distill.losses import CosineEmbeddingLoss, DistillationLoss, HiddenStateMSELoss, default_layer_map
 from lit_compress.models.hub import EMBEDDED_MODEL, load_classifier
-from lit_compress.models.student import encoder_layers, student_from_teacher
+from lit_compress.models.student import student_from_teacher, teacher_depth
 
 
 def load_teacher(teacher: str | nn.Module, labels: Sequence[str] | None) -> nn.Module:
@@ -90,7 +90,7 @@ class DistillationModule(CompressionModule):
         if student is not None:
             return load_classifier(student, labels)
         if layers is None:
-            layers = list(range(0, len(encoder_layers(self.teacher)), 2))
+            layers = list(range(0, teacher_depth(self.teacher), 2))
         return student_from_teacher(self.teacher, layers).train()
 
     @property

@@ -87,7 +87,7 @@ def load_torch_dynamic_int8(path: str | os.PathLike[str]) -> nn.Module:
     if arch.is_file():
         import json
 
-        from lit_compress.prune.architecture import ArchitectureSpec, apply_architecture
+        from lit_compress.models.architecture import ArchitectureSpec, apply_architecture
 
         apply_architecture(model, ArchitectureSpec.from_dict(json.loads(arch.read_text())))
     quantized = quantize_torch_dynamic(model)
@@ -99,7 +99,7 @@ def load_torch_dynamic_int8(path: str | os.PathLike[str]) -> nn.Module:
 
 
 def _save_architecture(model: nn.Module, out: Path) -> None:
-    from lit_compress.prune.architecture import read_architecture
+    from lit_compress.models.architecture import read_architecture
 
     spec = read_architecture(model)
     if spec is not None:

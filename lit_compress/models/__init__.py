@@ -2,12 +2,17 @@
 
 from lit_compress.models.hub import EMBEDDED_MODEL, load_classifier, load_tokenizer, resolve_model_path
 from lit_compress.models.io import load_model_dir, save_model_dir
-from lit_compress.models.student import encoder_layers, student_from_teacher
+from lit_compress.models.layout import EncoderLayout, LayoutError, encoder_layers, layout_of, register_layout
+from lit_compress.models.student import student_from_teacher
 from lit_compress.models.tiny import tiny_bert, tiny_bert_config
 
 __all__ = [
     "EMBEDDED_MODEL",
+    "EncoderLayout",
+    "LayoutError",
     "encoder_layers",
+    "layout_of",
+    "register_layout",
     "load_classifier",
     "load_model_dir",
     "load_tokenizer",

@@ -1,6 +1,6 @@
 """Save and load trained models as Hugging Face directories, pruned architectures included.
 
-A structurally pruned BERT no longer matches its ``config.json`` (per-layer head counts and FFN widths
+A structurally pruned encoder no longer matches its ``config.json`` (per-layer head counts and FFN widths
 differ), so the kept shapes are persisted next to it as ``lit_compress_arch.json`` (plain JSON, no pickle).
 ``load_model_dir`` rebuilds the skeleton from the config, resizes it to that spec, then loads the
 safetensors weights.
@@ -21,26 +21,34 @@ ARCH_FILE = "lit_compress_arch.json"
 def save_model_dir(model: nn.Module, path: str | os.PathLike[str], tokenizer: Any | None = None) -> Path:
     """Write ``model`` (and ``tokenizer``) with ``save_pretrained``, plus the pruned-architecture spec.
 
+    The directory is written next to ``path`` under a temporary name and renamed into place, so a crash never
+    leaves a half-written model directory; an existing one at ``path`` is replaced.
+
     Args:
         model: A ``transformers`` ``PreTrainedModel``.
         path: Destination directory.
         tokenizer: Optional tokenizer saved alongside.
     """
-    from lit_compress.prune.architecture import read_architecture
+    import shutil
+    import tempfile
+
+    from lit_compress.models.architecture import read_architecture
 
     out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(out)
-    spec = read_architecture(model)
-    arch_path = out / ARCH_FILE
-    if spec is not None:
-        from lit_compress.utils.io import write_json_atomic
-
-        write_json_atomic(arch_path, spec.to_dict())
-    else:
-        arch_path.unlink(missing_ok=True)
+    spec = read_architecture(model)  # before anything is written: a model it cannot describe leaves no files
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        if spec is not None:
+            (tmp / ARCH_FILE).write_text(json.dumps(spec.to_dict(), indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)  # the directory appears complete or not at all
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -59,7 +67,7 @@ def load_model_dir(path: str | os.PathLike[str], **kwargs: Any) -> nn.Module:
         return AutoModelForSequenceClassification.from_pretrained(src, **kwargs).eval()
     from safetensors.torch import load_file
 
-    from lit_compress.prune.architecture import ArchitectureSpec, apply_architecture
+    from lit_compress.models.architecture import ArchitectureSpec, apply_architecture
 
     config = AutoConfig.from_pretrained(src)
     model = AutoModelForSequenceClassification.from_config(config)

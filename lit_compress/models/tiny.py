@@ -1,6 +1,8 @@
-"""Tiny random BERT classifiers for fast tests and examples (the ``BoringModel`` of lit_compress)."""
+"""Tiny random classifiers of every supported family for fast tests and examples (the ``BoringModel`` of lit_compress)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from transformers import BertConfig, BertForSequenceClassification
 
@@ -38,3 +40,52 @@ def tiny_bert(seed: int = 0, **kwargs: int) -> BertForSequenceClassification:
     torch.manual_seed(seed)
     model = BertForSequenceClassification(tiny_bert_config(**kwargs))
     return model.eval()
+
+
+#: Families with a model layout and a tiny random config for tests (``tiny_model``).
+TINY_FAMILIES = ("bert", "roberta", "xlm-roberta", "electra", "distilbert", "albert", "deberta-v2", "modernbert")
+
+
+def tiny_config(family: str, num_labels: int = 3, vocab_size: int = 128, num_layers: int = 2, **overrides: Any) -> Any:
+    """A small random config of ``family`` (hidden 32, 4 heads of 8, FFN 64, 64 positions), labels filled in.
+
+    DeBERTa gets the v3 settings (relative attention, ``p2c|c2p``, shared keys, log buckets); ModernBERT
+    alternates global and sliding-window attention; ALBERT has one shared block and a 16-wide embedding.
+    ``overrides`` (e.g. the tokenizer's ``pad_token_id``) win.
+    """
+    from transformers import AutoConfig
+
+    id2label = {i: f"label_{i}" for i in range(num_labels)}
+    common: dict[str, Any] = {
+        "vocab_size": vocab_size, "hidden_size": 32, "num_hidden_layers": num_layers, "num_attention_heads": 4,
+        "intermediate_size": 64, "max_position_embeddings": 80, "id2label": id2label,
+        "label2id": {v: k for k, v in id2label.items()}, "pad_token_id": 0,
+    }  # fmt: skip
+    per_family: dict[str, dict[str, Any]] = {
+        "distilbert": {"dim": 32, "n_layers": num_layers, "n_heads": 4, "hidden_dim": 64},
+        "albert": {"embedding_size": 16},
+        "electra": {"embedding_size": 16},
+        "roberta": {"pad_token_id": 1},
+        "xlm-roberta": {"pad_token_id": 1},
+        "deberta-v2": {"relative_attention": True, "pos_att_type": ["p2c", "c2p"], "share_att_key": True,
+                       "position_buckets": 16, "max_relative_positions": -1, "norm_rel_ebd": "layer_norm",
+                       "position_biased_input": False, "type_vocab_size": 0},
+        "modernbert": {"global_attn_every_n_layers": 2, "local_attention": 8, "bos_token_id": 1,
+                       "eos_token_id": 2, "cls_token_id": 1, "sep_token_id": 2},
+    }  # fmt: skip
+    if family not in TINY_FAMILIES:
+        raise ValueError(f"No tiny config for {family!r}; families: {', '.join(TINY_FAMILIES)}.")
+    settings = {**common, **per_family.get(family, {}), **overrides}
+    if family == "distilbert":
+        for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
+            settings.pop(key)
+    return AutoConfig.for_model(family, **settings)
+
+
+def tiny_model(family: str, seed: int = 0, **kwargs: Any) -> Any:
+    """A randomly initialised tiny sequence classifier of ``family`` (eval mode, seeded); see :func:`tiny_config`."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(seed)
+    return AutoModelForSequenceClassification.from_config(tiny_config(family, **kwargs)).eval()

@@ -29,7 +29,7 @@ from lit_compress.prune.schedules import (
     SparsitySchedule,
 )
 from lit_compress.prune.scoring import magnitude_scores, movement_update, random_scores
-from lit_compress.prune.architecture import (
+from lit_compress.models.architecture import (
     ArchitectureSpec,
     apply_architecture,
     architecture_from_state_dict,

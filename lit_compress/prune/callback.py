@@ -28,12 +28,12 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from lit_compress.models.layout import default_linear_filter
 from lit_compress.prune.functional import (
     FilterFn,
     Scope,
     apply_masks,
     compute_masks,
-    encoder_linear_filter,
     module_filter,
     select_parameters,
 )
@@ -54,8 +54,9 @@ class GradualPruning(pl.Callback):
         criterion: ``"magnitude"`` (|W|), ``"movement"`` (Sanh et al. 2020) or ``"random"`` (seeded baseline).
         scope: ``"local"`` prunes every tensor to the target; ``"global"`` ranks all selected weights together.
         filter_fn: ``filter_fn(module, qualified_name) -> bool`` choosing modules. Mutually exclusive with
-            ``module_types`` / ``name_regex``. Default (all three unset): ``nn.Linear`` layers whose name
-            contains ``"encoder"`` -- a BERT encoder without embeddings, pooler or classifier.
+            ``module_types`` / ``name_regex``. Default (all three unset): the ``nn.Linear`` layers of the encoder
+            blocks, asked of the model's layout (``lit_compress.models.layout.default_linear_filter``): no
+            embeddings, pooler or classifier.
         module_types: Module classes to prune (e.g. ``[torch.nn.Conv2d, torch.nn.Linear]``).
         name_regex: Regex searched in module names; restricted to ``module_types`` when given, else to
             ``WEIGHT_LAYERS`` (Linear and Conv1d/2d/3d -- never LayerNorm or embeddings by accident).
@@ -90,7 +91,7 @@ class GradualPruning(pl.Callback):
         elif module_types or name_regex is not None:
             self.filter_fn = module_filter(module_types or WEIGHT_LAYERS, name_regex)
         else:
-            self.filter_fn = encoder_linear_filter
+            self.filter_fn = None  # type: ignore[assignment]  # the encoder blocks' Linears, asked in setup
         self._selection = getattr(filter_fn, "__qualname__", None) or f"{module_types}|{name_regex}"
         self.parameter_names = tuple(parameter_names)
         self.permanent_at_fit_end = permanent_at_fit_end
@@ -107,7 +108,7 @@ class GradualPruning(pl.Callback):
     # ----------------------------------------------------------------- overridable hooks
     def select_parameters(self, model: nn.Module) -> dict[str, nn.Parameter]:
         """Return ``{qualified_name: parameter}`` to prune; override for custom selection."""
-        return select_parameters(model, self.filter_fn, self.parameter_names)
+        return select_parameters(model, self.filter_fn or default_linear_filter(model), self.parameter_names)
 
     def on_masks_update(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
         """Called right after new masks were computed and applied at an update ``step`` (no-op here)."""

@@ -1,19 +1,23 @@
-"""Structured pruning of attention heads and FFN channels in BERT-style encoders (pure, Trainer-free).
+"""Structured pruning of attention heads and FFN channels in Hugging Face encoders (pure, Trainer-free).
 
 Whole heads and whole intermediate channels are removed, so the pruned model is really smaller and faster;
-the hidden size is kept, so embeddings, LayerNorms, the pooler and classifier are untouched.
+the hidden size is kept, so embeddings, LayerNorms, the pooler and classifier are untouched. Every family with
+a :class:`~lit_compress.models.layout.EncoderLayout` is supported (BERT, RoBERTa, XLM-R, ELECTRA, DistilBERT,
+ALBERT, DeBERTa-v2/v3, ModernBERT): the layout says which channels of which Linear belong to a head or an FFN
+channel (fused ``Wqkv`` and GLU ``Wi`` included), and :mod:`lit_compress.models.surgery` cuts them.
 
-Coupling and pruning use torch-pruning (Fang et al., "DepGraph: Towards Any Structural Pruning", CVPR 2023):
-its ``DependencyGraph`` traces the model (it handles transformers 5.x's sdpa BERT: ``query``/``key``/``value``
-outputs and ``attention.output.dense`` inputs form one group, ``intermediate.dense`` outputs and
-``output.dense`` inputs another) and is used to check the coupling and to score magnitudes; the layers are cut
-with its ``prune_linear_{out,in}_channels`` functions. Heads are cut whole, so ``attention_head_size`` and
-``scaling`` (``head_size ** -0.5``) stay as they were; ``num_attention_heads`` and ``all_head_size`` are updated.
+Coupling is checked with torch-pruning (Fang et al., "DepGraph: Towards Any Structural Pruning", CVPR 2023): its
+``DependencyGraph`` traces the model and the group rooted at a block's attention-output (FFN-output) input
+channels must hold exactly the Linears the layout names; if the trace couples anything else (a custom branch
+that reads the FFN activations), cutting only those would break the model and pruning refuses. Heads are cut
+whole, so the head width and the attention scaling (``head_size ** -0.5``) stay; the head count is updated.
+(torch-pruning's own head pruner chooses units with its own importance and ratio; here units are chosen by
+accumulated scores on a schedule, so only its graph is used.)
 
 Importance (higher = keep):
-    * ``structured_magnitude_scores``: group L2 magnitude, torch-pruning's ``GroupMagnitudeImportance(p=2, mean)``:
-      head h scores ``(||W_q[h]||² + ||W_k[h]||² + ||W_v[h]||² + ||W_o[:, h]||²) / 4``, FFN channel c scores
-      ``(||W_in[c, :]||² + ||W_out[:, c]||²) / 2``. Data-free, usable before training.
+    * ``structured_magnitude_scores``: group L2 magnitude (torch-pruning's ``GroupMagnitudeImportance(p=2,
+      mean)``): head h scores ``(||W_q[h]||² + ||W_k[h]||² + ||W_v[h]||² + ||W_o[:, h]||²) / 4``, FFN channel c
+      ``(||W_in[c, :]||² + ||W_out[:, c]||²) / 2`` (a GLU's gate rows count as one more member). Data-free.
     * ``structured_taylor_scores``: first-order Taylor estimate of the loss change when a unit is removed, through a
       virtual gate ξ on the unit's output (Michel et al., "Are Sixteen Heads Really Better than One?", NeurIPS
       2019; Molchanov et al., "Importance Estimation for Neural Network Pruning", CVPR 2019):
@@ -30,7 +34,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from lit_compress.prune.architecture import ArchitectureSpec, current_architecture, encoder_layers
+from lit_compress.models.architecture import ArchitectureSpec, current_architecture, prune_layer
+from lit_compress.models.layout import encoder_layers, layout_of
+from lit_compress.models.surgery import ParamRemap, UnitSlice
 
 Scope = Literal["layer", "global"]
 
@@ -64,16 +70,6 @@ class UnitScores:
 
 
 @dataclass
-class ParamRemap:
-    """``new = old.index_select(dim, keep)``: how one parameter was cut (to carry optimizer state over)."""
-
-    old: nn.Parameter
-    new: nn.Parameter
-    dim: int
-    keep: torch.Tensor
-
-
-@dataclass
 class StructuredPruningResult:
     """Outcome of one pruning call: kept indices (into the units *before* the call), cut parameters, new shape."""
 
@@ -91,14 +87,13 @@ def structured_taylor_scores(model: nn.Module) -> UnitScores:
     Raises:
         RuntimeError: If the output projections have no gradient yet.
     """
-    heads, ffn = [], []
+    layout, heads, ffn = layout_of(model), [], []
     for layer in encoder_layers(model):
-        attn_out, ffn_out = layer.attention.output.dense, layer.output.dense
+        attn_out, ffn_out = layout.attention_output(layer), layout.ffn_output(layer)
         if attn_out.weight.grad is None or ffn_out.weight.grad is None:
             raise RuntimeError("Taylor scores need gradients: call after loss.backward() and before zero_grad().")
-        head_size = layer.attention.self.attention_head_size
         per_col = (attn_out.weight * attn_out.weight.grad).sum(0).detach()
-        heads.append(per_col.view(-1, head_size).sum(1).abs().float().cpu())
+        heads.append(per_col.view(-1, layout.head_size(layer)).sum(1).abs().float().cpu())
         ffn.append((ffn_out.weight * ffn_out.weight.grad).sum(0).detach().abs().float().cpu())
     return UnitScores(heads, ffn)
 
@@ -106,8 +101,8 @@ def structured_taylor_scores(model: nn.Module) -> UnitScores:
 def coupled_groups(model: nn.Module, example_inputs: dict[str, torch.Tensor] | None = None) -> list[tuple[Any, Any]]:
     """Trace ``model`` with torch-pruning's DependencyGraph; return per layer its (head group, FFN group).
 
-    The head group is rooted at ``attention.output.dense`` input channels, the FFN group at
-    ``intermediate.dense`` output channels; both hold every channel.
+    The head group is rooted at the attention-output projection's input channels, the FFN group at the FFN
+    output projection's input channels (the layout names both); each holds every channel.
 
     Raises:
         RuntimeError: If DepGraph couples other layers than the expected ones (then cutting only those would
@@ -115,7 +110,7 @@ def coupled_groups(model: nn.Module, example_inputs: dict[str, torch.Tensor] | N
     """
     import torch_pruning as tp
 
-    layers = encoder_layers(model)
+    layout, layers = layout_of(model), encoder_layers(model)
     modes = {m: m.training for m in model.modules()}
     model.eval()  # no dropout: tracing must not consume the training RNG stream
     try:
@@ -128,15 +123,17 @@ def coupled_groups(model: nn.Module, example_inputs: dict[str, torch.Tensor] | N
             module.training = training
     groups = []
     for layer in layers:
-        attn, out = layer.attention.self, layer.attention.output.dense
+        out, ffn_out = layout.attention_output(layer), layout.ffn_output(layer)
         head_group = dg.get_pruning_group(out, tp.prune_linear_in_channels, list(range(out.in_features)))
-        ffn_group = dg.get_pruning_group(
-            layer.intermediate.dense, tp.prune_linear_out_channels, list(range(layer.intermediate.dense.out_features))
-        )
-        _check_members(head_group, {attn.query, attn.key, attn.value, out}, "attention heads")
-        _check_members(ffn_group, {layer.intermediate.dense, layer.output.dense}, "FFN channels")
+        ffn_group = dg.get_pruning_group(ffn_out, tp.prune_linear_in_channels, list(range(ffn_out.in_features)))
+        _check_members(head_group, _linears(layout.attention_slices(layer)), "attention heads")
+        _check_members(ffn_group, _linears(layout.ffn_slices(layer)), "FFN channels")
         groups.append((head_group, ffn_group))
     return groups
+
+
+def _linears(slices: list[UnitSlice]) -> set[nn.Module]:
+    return {s.linear for s in slices}
 
 
 def _check_members(group: Any, expected: set[nn.Module], what: str) -> None:
@@ -145,8 +142,8 @@ def _check_members(group: Any, expected: set[nn.Module], what: str) -> None:
     if found != expected:
         extra = sorted(type(m).__name__ for m in found - expected)
         raise RuntimeError(
-            f"torch-pruning coupled unexpected layers with the {what}: {extra}; this model is not a plain "
-            "BERT-style encoder, so structured pruning cannot cut it safely."
+            f"torch-pruning coupled unexpected layers with the {what}: {extra}; the model has modules its layout "
+            "does not describe, so structured pruning cannot cut it safely."
         )
 
 
@@ -157,17 +154,27 @@ def _dummy_inputs(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def structured_magnitude_scores(model: nn.Module, groups: list[tuple[Any, Any]] | None = None) -> UnitScores:
-    """Group L2 magnitude of every head and FFN channel (torch-pruning ``GroupMagnitudeImportance``)."""
-    import torch_pruning as tp
+    """Group L2 magnitude of every head and FFN channel: per unit, the mean over the coupled weight blocks
+    (q, k, v rows and W_o columns; FFN in rows, gate rows, out columns) of their squared L2 norm.
 
-    groups = groups if groups is not None else coupled_groups(model)
-    imp = tp.importance.GroupMagnitudeImportance(p=2, group_reduction="mean", normalizer=None)
-    heads, ffn = [], []
-    for layer, (head_group, ffn_group) in zip(encoder_layers(model), groups, strict=True):
-        head_size = layer.attention.self.attention_head_size
-        heads.append(imp(head_group).view(-1, head_size).sum(1).float().cpu())
-        ffn.append(imp(ffn_group).float().cpu())
+    ``groups`` is accepted for compatibility and ignored (the layout names the blocks).
+    """
+    layout, heads, ffn = layout_of(model), [], []
+    for layer in encoder_layers(model):
+        heads.append(_group_magnitude(layout.attention_slices(layer), layout.num_heads(layer)))
+        ffn.append(_group_magnitude(layout.ffn_slices(layer), layout.ffn_size(layer)))
     return UnitScores(heads, ffn)
+
+
+def _group_magnitude(slices: list[UnitSlice], units: int) -> torch.Tensor:
+    total, members = torch.zeros(units), 0
+    with torch.no_grad():
+        for s in slices:
+            sq = s.linear.weight.detach().float().pow(2).sum(1 - s.dim).cpu()  # per channel along s.dim
+            for offset in s.offsets:
+                total += sq[offset : offset + units * s.width].view(units, s.width).sum(1)
+                members += 1
+    return total / members
 
 
 def select_units(
@@ -235,52 +242,6 @@ def _validate_selection(
         raise ValueError(f"Got scores for {len(scores)} layers but original sizes for {len(original)}.")
 
 
-def prune_layer(
-    layer: nn.Module, keep_heads: torch.Tensor | None = None, keep_ffn: torch.Tensor | None = None
-) -> list[ParamRemap]:
-    """Cut one BERT layer down to the given heads / FFN channels (indices into its current units).
-
-    Returns:
-        How each cut parameter maps to its predecessor (for :func:`remap_optimizer_state`).
-    """
-    import torch_pruning as tp
-
-    attn, remaps = layer.attention.self, []
-    head_size = attn.attention_head_size
-    if keep_heads is not None and len(keep_heads) < attn.query.out_features // head_size:
-        if len(keep_heads) == 0:
-            raise ValueError("Cannot remove every head of a layer; keep at least one (min_heads >= 1).")
-        channels = (keep_heads.sort().values[:, None] * head_size + torch.arange(head_size)).flatten()
-        for linear in (attn.query, attn.key, attn.value):
-            remaps += _cut_linear(linear, channels, 0, tp.prune_linear_out_channels)
-        remaps += _cut_linear(layer.attention.output.dense, channels, 1, tp.prune_linear_in_channels)
-        attn.num_attention_heads = len(keep_heads)
-        attn.all_head_size = len(keep_heads) * head_size
-    if keep_ffn is not None and len(keep_ffn) < layer.intermediate.dense.out_features:
-        if len(keep_ffn) == 0:
-            raise ValueError("Cannot remove every FFN channel of a layer; keep at least one (min_ffn >= 1).")
-        keep = keep_ffn.sort().values
-        remaps += _cut_linear(layer.intermediate.dense, keep, 0, tp.prune_linear_out_channels)
-        remaps += _cut_linear(layer.output.dense, keep, 1, tp.prune_linear_in_channels)
-    return remaps
-
-
-def _cut_linear(linear: nn.Linear, keep: torch.Tensor, dim: int, prune_fn: Any) -> list[ParamRemap]:
-    size = linear.weight.shape[dim]
-    keep = keep.to(torch.long).cpu()
-    mask = torch.ones(size, dtype=torch.bool)
-    mask[keep] = False
-    old = {"weight": linear.weight, "bias": linear.bias if dim == 0 else None}
-    prune_fn(linear, mask.nonzero().flatten().tolist())
-    remaps = []
-    for name, param in old.items():
-        if param is not None:
-            new = getattr(linear, name)
-            new.requires_grad_(param.requires_grad)  # torch-pruning makes fresh Parameters that always require grad
-            remaps.append(ParamRemap(param, new, dim if name == "weight" else 0, keep))
-    return remaps
-
-
 def prune_heads_and_ffn(
     model: nn.Module,
     head_pruning_ratio: float = 0.0,
@@ -299,7 +260,7 @@ def prune_heads_and_ffn(
     prunes further; a smaller one is a no-op).
 
     Args:
-        model: A Hugging Face BERT-family model.
+        model: A Hugging Face encoder of a family with a layout (``lit_compress.models.layout``).
         head_pruning_ratio: Fraction of all original heads to remove.
         ffn_pruning_ratio: Fraction of all original FFN intermediate channels to remove.
         scores: Importance of the current units (e.g. accumulated :func:`structured_taylor_scores`); default: magnitude.
@@ -308,17 +269,17 @@ def prune_heads_and_ffn(
         ffn_round_to: Round kept FFN widths up to a multiple of this.
         example_inputs: Inputs for DepGraph tracing (default: 8 dummy token ids).
     """
-    groups = coupled_groups(model, example_inputs)
-    scores = scores if scores is not None else structured_magnitude_scores(model, groups)
-    layers, cfg = encoder_layers(model), model.config
+    coupled_groups(model, example_inputs)
+    scores = scores if scores is not None else structured_magnitude_scores(model)
+    layout, layers, cfg = layout_of(model), encoder_layers(model), model.config
     kept_heads = select_units(
-        scores.heads, [cfg.num_attention_heads] * len(layers), head_pruning_ratio, scope=scope, min_keep=min_heads
+        scores.heads, [layout.config_num_heads(cfg)] * len(layers), head_pruning_ratio, scope=scope, min_keep=min_heads
     )
     kept_ffn = select_units(
-        scores.ffn, [cfg.intermediate_size] * len(layers), ffn_pruning_ratio,
+        scores.ffn, [layout.config_ffn_size(cfg)] * len(layers), ffn_pruning_ratio,
         scope=scope, min_keep=min_ffn, round_to=ffn_round_to,
     )  # fmt: skip
-    remaps = [r for layer, h, f in zip(layers, kept_heads, kept_ffn) for r in prune_layer(layer, h, f)]
+    remaps = [r for layer, h, f in zip(layers, kept_heads, kept_ffn) for r in prune_layer(layout, layer, h, f)]
     return StructuredPruningResult(kept_heads, kept_ffn, remaps, current_architecture(model))
 
 

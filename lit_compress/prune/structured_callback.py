@@ -1,5 +1,7 @@
 """Gradual structured pruning of attention heads and FFN channels during training (Lightning adapter).
 
+Any encoder family with a layout (:mod:`lit_compress.models.layout`) is supported.
+
 The math lives in :mod:`lit_compress.prune.structured`; this callback only decides *when* to prune (a schedule
 ``step -> ratio`` evaluated on optimizer steps), accumulates Taylor importance from real gradients, keeps the
 optimizer valid after parameters change shape, and makes the pruned structure survive checkpoints.
@@ -14,13 +16,13 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
 
-from lit_compress.prune.architecture import (
+from lit_compress.models.architecture import (
     apply_architecture,
     architecture_from_state_dict,
     current_architecture,
-    encoder_layers,
     read_architecture,
 )
+from lit_compress.models.layout import encoder_layers, layout_of
 from lit_compress.prune.structured import (
     Scope,
     UnitScores,
@@ -150,10 +152,10 @@ class StructuredPruning(Callback):
         )  # fmt: skip
 
     def _would_prune(self, target: nn.Module, head_ratio: float, ffn_ratio: float) -> bool:
-        spec, cfg = current_architecture(target), target.config
+        spec, cfg, layout = current_architecture(target), target.config, layout_of(target)
         plans = (
-            (spec.num_heads, cfg.num_attention_heads, head_ratio, self.min_heads, 1),
-            (spec.intermediate_sizes, cfg.intermediate_size, ffn_ratio, self.min_ffn, self.ffn_round_to),
+            (spec.num_heads, layout.config_num_heads(cfg), head_ratio, self.min_heads, 1),
+            (spec.intermediate_sizes, layout.config_ffn_size(cfg), ffn_ratio, self.min_ffn, self.ffn_round_to),
         )
         for counts, original, ratio, min_keep, round_to in plans:
             kept = select_units(

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from lit_compress.quant.config import ActivationQuantConfig, QuantizationSchedule, WeightQuantConfig
+from lit_compress.models.layout import default_linear_filter
 from lit_compress.quant.fake_quant import (
     FakeQuantizedLinear,
     FilterFn,
@@ -45,7 +46,8 @@ class QuantizationAwareTraining(L.Callback):
         start_step: First optimizer step with fake quantization (full-precision warm-up before).
         freeze_observers_step: Step from which static observers stop updating (``None``: never).
         filter_fn: ``(module, fqn) -> bool`` or a regex on the qualified name choosing the Linears; default
-            the Linears under an ``encoder`` (:func:`~lit_compress.quant.fake_quant.default_filter`).
+            the Linears of the encoder blocks, asked of the model's layout
+            (:func:`~lit_compress.models.layout.default_linear_filter`).
         log_per_module: Also log every layer's input scale (static scheme), not just summaries.
         target: int8 deployment CPU whose kernel the fake quantizer simulates: ``"auto"`` (this machine) or a
             preset name (``"avx2"``, ``"avx512_vnni"``, ``"arm64"``, ...); used when ``weight`` is not given.
@@ -69,17 +71,19 @@ class QuantizationAwareTraining(L.Callback):
         self.schedule = QuantizationSchedule(start_step, freeze_observers_step)
         if isinstance(filter_fn, str):
             filter_fn = regex_filter(filter_fn)
-        self.filter_fn: FilterFn = filter_fn or default_filter
+        self.filter_fn: FilterFn | None = filter_fn
+        self._default_filter: FilterFn = default_filter
         self.log_per_module = log_per_module
         self.quantized_modules: list[str] = []
         self._restored_modules: list[str] | None = None
 
     def filter_modules(self, module: nn.Module, fqn: str) -> bool:
         """Whether the Linear ``module`` named ``fqn`` is fake-quantized (override for custom selection)."""
-        return self.filter_fn(module, fqn)
+        return (self.filter_fn or self._default_filter)(module, fqn)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         target = compression_target(pl_module)
+        self._default_filter = default_linear_filter(target)
         self.quantized_modules = prepare_qat(target, self.weight, self.activation, self.filter_modules)
         self._check_restored(self.quantized_modules)
         self._apply_schedule(target, trainer.global_step)

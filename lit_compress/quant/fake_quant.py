@@ -143,6 +143,12 @@ def default_filter(module: nn.Module, fqn: str) -> bool:
     return isinstance(module, nn.Linear) and "encoder" in fqn.split(".")
 
 
+def _default_filter_for(model: nn.Module) -> FilterFn:
+    from lit_compress.models.layout import default_linear_filter
+
+    return default_linear_filter(model)
+
+
 def regex_filter(pattern: str) -> FilterFn:
     """A filter selecting ``nn.Linear`` layers whose qualified name matches ``pattern`` (``re.search``)."""
     import re
@@ -166,7 +172,9 @@ def prepare_qat(
         model: The model to prepare.
         weight_config: Weight quantization; default int8 symmetric per channel.
         activation_config: Input quantization; default dynamic uint8 per tensor.
-        filter_fn: ``(module, fqn) -> bool`` choosing the Linears; default :func:`default_filter`.
+        filter_fn: ``(module, fqn) -> bool`` choosing the Linears; default: the Linears of the encoder blocks
+            (``lit_compress.models.layout.default_linear_filter``; :func:`default_filter` for families without
+            a layout).
 
     Returns:
         Qualified names of all fake-quantized Linears in ``model``.
@@ -174,7 +182,7 @@ def prepare_qat(
     Raises:
         ValueError: No layer matched ``filter_fn``.
     """
-    select = filter_fn or default_filter
+    select = filter_fn or _default_filter_for(model)
     names: list[str] = []
     for fqn, module in list(model.named_modules()):
         if isinstance(module, FakeQuantizedLinear):

@@ -5,12 +5,13 @@ import copy
 import pytest
 import torch
 
+from lit_compress.models.architecture import prune_layer
+from lit_compress.models.layout import layout_of
 from lit_compress.models.tiny import tiny_bert
 from lit_compress.prune.structured import (
     UnitScores,
     structured_magnitude_scores,
     prune_heads_and_ffn,
-    prune_layer,
     remap_optimizer_state,
     select_units,
     structured_taylor_scores,
@@ -160,7 +161,7 @@ def test_pruning_all_heads_keeps_min_heads_and_still_runs() -> None:
     assert [l.intermediate.dense.out_features for l in model.bert.encoder.layer] == [2, 2]
     assert torch.isfinite(model(**_inputs()).logits).all()
     with pytest.raises(ValueError, match="at least one"):
-        prune_layer(model.bert.encoder.layer[0], keep_heads=torch.tensor([], dtype=torch.long))
+        prune_layer(layout_of(model), model.bert.encoder.layer[0], keep_heads=torch.tensor([], dtype=torch.long))
 
 
 def test_repeated_calls_prune_to_absolute_targets() -> None:

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lit_compress.models.io import load_model_dir, save_model_dir
 from lit_compress.models.tiny import tiny_bert
-from lit_compress.prune.architecture import ArchitectureSpec, current_architecture
+from lit_compress.models.architecture import ArchitectureSpec, current_architecture
 from lit_compress.prune.structured_callback import CHECKPOINT_KEY, StructuredPruning
 
 # One batch per epoch, so every optimizer step sees the same data whatever Lightning's resume does with the

@@ -7,7 +7,7 @@ import torch
 
 from lit_compress.models.io import ARCH_FILE, load_model_dir, save_model_dir
 from lit_compress.models.tiny import tiny_bert
-from lit_compress.prune.architecture import (
+from lit_compress.models.architecture import (
     ArchitectureSpec,
     apply_architecture,
     architecture_from_state_dict,
@@ -15,7 +15,7 @@ from lit_compress.prune.architecture import (
     read_architecture,
 )
 from lit_compress.prune.structured import prune_heads_and_ffn
-from lit_compress.prune.vocab import slice_embeddings
+from lit_compress.models.surgery import slice_embeddings
 
 
 def _inputs(vocab: int = 128) -> dict[str, torch.Tensor]:

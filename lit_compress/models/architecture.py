@@ -1,13 +1,11 @@
-"""The shape of a structurally pruned BERT-style encoder, and how to rebuild it from its config.
+"""The shape of a structurally pruned encoder, and how to rebuild it from its config (any family with a layout).
 
 Structured pruning removes whole attention heads, FFN intermediate channels and vocabulary rows, so a pruned
 model no longer matches its Hugging Face ``config.json``. :class:`ArchitectureSpec` records the kept shapes as
 plain JSON (no pickle); :func:`apply_architecture` resizes a skeleton built from the config to those shapes so
-that ``load_state_dict`` works (``lit_compress.models.io.load_model_dir`` and checkpoint resume use it).
-
-Supported layout: Hugging Face BERT-family encoders (BERT, RoBERTa, ELECTRA, XLM-R, MiniLM ...) whose blocks
-have ``attention.self.{query,key,value}``, ``attention.output.dense``, ``intermediate.dense`` and
-``output.dense``. The hidden size is never changed.
+that ``load_state_dict`` works (``lit_compress.models.io.load_model_dir`` and checkpoint resume use it). Where
+each family keeps heads and channels is asked of its :class:`~lit_compress.models.layout.EncoderLayout`; the
+hidden size is never changed.
 """
 
 from __future__ import annotations
@@ -19,16 +17,19 @@ from typing import Any
 import torch
 from torch import nn
 
+from lit_compress.models.layout import EncoderLayout, encoder_layers, layout_of
+from lit_compress.models.surgery import ParamRemap, cut_units, input_embeddings, slice_embeddings
+
 FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
 class ArchitectureSpec:
-    """Kept shapes of a structurally pruned encoder.
+    """Kept shapes of a structurally pruned encoder, one entry per distinct block (ALBERT: per shared block).
 
     Attributes:
-        num_heads: Kept attention heads per layer.
-        intermediate_sizes: Kept FFN intermediate channels per layer.
+        num_heads: Kept attention heads per block.
+        intermediate_sizes: Kept FFN intermediate channels per block.
         vocab_size: Rows of the word-embedding matrix.
         head_size: Width of one attention head (unchanged by head pruning).
     """
@@ -72,60 +73,31 @@ class ArchitectureSpec:
         return cls(**data)
 
 
-def encoder_layers(model: nn.Module) -> list[nn.Module]:
-    """Return the BERT-style transformer blocks of ``model`` in forward order.
-
-    Raises:
-        ValueError: If ``model`` has no such blocks or uses cross-attention.
-    """
-    layers = [m for m in model.modules() if _is_bert_layer(m)]
-    if not layers:
-        raise ValueError(
-            f"{type(model).__name__} has no BERT-style encoder layers (attention.self.query, intermediate.dense, "
-            "output.dense). Structured pruning supports Hugging Face BERT-family encoders only."
-        )
-    if any(hasattr(m, "crossattention") for m in layers):
-        raise ValueError("Structured pruning does not support cross-attention (decoder) layers.")
-    return layers
-
-
-def _is_bert_layer(m: nn.Module) -> bool:
-    attn = getattr(m, "attention", None)
-    return (
-        hasattr(getattr(attn, "self", None), "query")
-        and hasattr(getattr(attn, "output", None), "dense")
-        and hasattr(getattr(m, "intermediate", None), "dense")
-        and hasattr(getattr(m, "output", None), "dense")
-    )
-
-
-def word_embeddings(model: nn.Module) -> nn.Embedding:
-    """The input word-embedding table of a Hugging Face model."""
-    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    if not isinstance(emb, nn.Embedding):
-        raise ValueError(f"{type(model).__name__} has no nn.Embedding input embeddings (get_input_embeddings()).")
-    return emb
-
-
 def current_architecture(model: nn.Module) -> ArchitectureSpec:
     """Describe the shapes ``model`` has now (pruned or not)."""
-    layers = encoder_layers(model)
-    attn = layers[0].attention.self
+    layout, layers = layout_of(model), encoder_layers(model)
     return ArchitectureSpec(
-        num_heads=tuple(layer.attention.self.query.out_features // attn.attention_head_size for layer in layers),
-        intermediate_sizes=tuple(layer.intermediate.dense.out_features for layer in layers),
-        vocab_size=word_embeddings(model).num_embeddings,
-        head_size=attn.attention_head_size,
+        num_heads=tuple(layout.num_heads(layer) for layer in layers),
+        intermediate_sizes=tuple(layout.ffn_size(layer) for layer in layers),
+        vocab_size=input_embeddings(model).num_embeddings,
+        head_size=layout.head_size(layers[0]),
     )
 
 
 def read_architecture(model: nn.Module) -> ArchitectureSpec | None:
-    """Return the pruned architecture of ``model``, or ``None`` when it still matches ``model.config``."""
-    spec = current_architecture(model)
-    cfg = model.config
+    """Return the pruned architecture of ``model``, or ``None`` when it still matches ``model.config``.
+
+    Models of a family without a layout are never pruned by lit_compress, so they give ``None`` as well (their
+    directory needs no architecture file).
+    """
+    try:
+        layout = layout_of(model)
+    except ValueError:
+        return None
+    spec, cfg = current_architecture(model), model.config
     unpruned = (
-        all(n == cfg.num_attention_heads for n in spec.num_heads)
-        and all(n == cfg.intermediate_size for n in spec.intermediate_sizes)
+        all(n == layout.config_num_heads(cfg) for n in spec.num_heads)
+        and all(n == layout.config_ffn_size(cfg) for n in spec.intermediate_sizes)
         and spec.vocab_size == cfg.vocab_size
     )
     return None if unpruned else spec
@@ -134,23 +106,55 @@ def read_architecture(model: nn.Module) -> ArchitectureSpec | None:
 def architecture_from_state_dict(
     model: nn.Module, state_dict: Mapping[str, torch.Tensor], prefix: str = ""
 ) -> ArchitectureSpec:
-    """Infer the architecture a ``state_dict`` (for ``model``, under ``prefix``) was saved with, from its shapes."""
-    names = {id(m): n for n, m in model.named_modules()}
-    head_size = encoder_layers(model)[0].attention.self.attention_head_size
+    """Infer the architecture a ``state_dict`` (for ``model``, under ``prefix``) was saved with, from its shapes.
 
-    def rows(module: nn.Module) -> int:
+    Raises:
+        KeyError: The state dict lacks a weight the layout reads (a partial or foreign state dict).
+    """
+    layout, layers = layout_of(model), encoder_layers(model)
+    names = {id(m): n for n, m in model.named_modules()}
+    head_size = layout.head_size(layers[0])
+
+    def shape(module: nn.Module, dim: int) -> int:
         key = f"{prefix}{names[id(module)]}.weight"
         if key not in state_dict:
             raise KeyError(f"State dict has no '{key}'; it was not saved from this model type.")
-        return int(state_dict[key].shape[0])
+        return int(state_dict[key].shape[dim])
 
-    layers = encoder_layers(model)
     return ArchitectureSpec(
-        num_heads=tuple(rows(layer.attention.self.query) // head_size for layer in layers),
-        intermediate_sizes=tuple(rows(layer.intermediate.dense) for layer in layers),
-        vocab_size=rows(word_embeddings(model)),
+        num_heads=tuple(shape(layout.attention_output(layer), 1) // head_size for layer in layers),
+        intermediate_sizes=tuple(shape(layout.ffn_output(layer), 1) for layer in layers),
+        vocab_size=shape(input_embeddings(model), 0),
         head_size=head_size,
     )
+
+
+def prune_layer(
+    layout: EncoderLayout, layer: nn.Module, keep_heads: torch.Tensor | None = None,
+    keep_ffn: torch.Tensor | None = None,
+) -> list[ParamRemap]:  # fmt: skip
+    """Cut one block down to the given heads / FFN channels (indices into its current units), in place.
+
+    Heads are cut whole (every q/k/v/out channel of the head, pos projections included), so the head width and
+    the attention scaling ``head_size ** -0.5`` stay; the block's head-count attributes are updated.
+
+    Returns:
+        How each cut parameter maps to its predecessor (for optimizer state).
+
+    Raises:
+        ValueError: If every head or every channel would go.
+    """
+    remaps: list[ParamRemap] = []
+    if keep_heads is not None and len(keep_heads) < layout.num_heads(layer):
+        if len(keep_heads) == 0:
+            raise ValueError("Cannot remove every head of a layer; keep at least one (min_heads >= 1).")
+        remaps += cut_units(layout.attention_slices(layer), keep_heads)
+        layout.set_num_heads(layer, len(keep_heads))
+    if keep_ffn is not None and len(keep_ffn) < layout.ffn_size(layer):
+        if len(keep_ffn) == 0:
+            raise ValueError("Cannot remove every FFN channel of a layer; keep at least one (min_ffn >= 1).")
+        remaps += cut_units(layout.ffn_slices(layer), keep_ffn)
+    return remaps
 
 
 def apply_architecture(model: nn.Module, spec: ArchitectureSpec) -> nn.Module:
@@ -161,9 +165,7 @@ def apply_architecture(model: nn.Module, spec: ArchitectureSpec) -> nn.Module:
     Raises:
         ValueError: If the layer count or head size differs, or ``spec`` is larger than ``model``.
     """
-    from lit_compress.prune.structured import prune_layer
-
-    now = current_architecture(model)
+    layout, now = layout_of(model), current_architecture(model)
     if len(spec.num_heads) != len(now.num_heads) or spec.head_size != now.head_size:
         raise ValueError(
             f"Architecture {spec} does not fit {type(model).__name__} with {len(now.num_heads)} layers and head size "
@@ -173,11 +175,9 @@ def apply_architecture(model: nn.Module, spec: ArchitectureSpec) -> nn.Module:
         heads, ffn = spec.num_heads[i], spec.intermediate_sizes[i]
         if heads > now.num_heads[i] or ffn > now.intermediate_sizes[i]:
             raise ValueError(f"Layer {i} of the model is smaller than the spec ({now} vs {spec}); cannot grow layers.")
-        prune_layer(layer, keep_heads=torch.arange(heads), keep_ffn=torch.arange(ffn))
+        prune_layer(layout, layer, keep_heads=torch.arange(heads), keep_ffn=torch.arange(ffn))
     if spec.vocab_size > now.vocab_size:
         raise ValueError(f"Spec vocab_size {spec.vocab_size} is larger than the model's {now.vocab_size}.")
     if spec.vocab_size < now.vocab_size:
-        from lit_compress.prune.vocab import slice_embeddings
-
         slice_embeddings(model, torch.arange(spec.vocab_size))
     return model

@@ -1,0 +1,124 @@
+"""Model surgery: cut whole units out of Linears and rows out of embedding tables, in place (pure torch).
+
+These are the only functions that change parameter shapes. Which channels belong to a unit (an attention head,
+an FFN channel) is family knowledge and lives in :mod:`lit_compress.models.layout`; the cut itself is the same
+for every family: ``new = old.index_select(dim, keep)``, recorded as a :class:`ParamRemap` so that optimizer
+state can follow the cut parameter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+#: Config fields holding token ids, remapped when vocabulary rows are removed.
+CONFIG_TOKEN_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id")
+
+
+@dataclass
+class ParamRemap:
+    """``new = old.index_select(dim, keep)``: how one parameter was cut (to carry optimizer state over)."""
+
+    old: nn.Parameter
+    new: nn.Parameter
+    dim: int
+    keep: torch.Tensor
+
+
+@dataclass(frozen=True)
+class UnitSlice:
+    """The channels of one Linear that belong to prunable units of equal width.
+
+    Unit ``u`` owns, along ``dim`` of the weight (0: output rows, 1: input columns), the channels
+    ``offset + u · width + arange(width)`` for every ``offset`` in ``offsets``. A plain projection has one offset;
+    a fused one has several (ModernBERT's ``Wqkv`` holds q, k and v: offsets ``0, H·d, 2·H·d``; its GLU ``Wi``
+    holds input and gate: offsets ``0, I``).
+    """
+
+    linear: nn.Linear
+    dim: int
+    width: int = 1
+    offsets: tuple[int, ...] = (0,)
+
+    def channels(self, units: torch.Tensor) -> torch.Tensor:
+        """Sorted channel indices owned by ``units`` (unit indices into the current units)."""
+        units = units.to(torch.long).sort().values.cpu()
+        per_unit = (units[:, None] * self.width + torch.arange(self.width)).flatten()
+        return torch.cat([per_unit + offset for offset in self.offsets])
+
+
+def cut_linear(linear: nn.Linear, keep: torch.Tensor, dim: int) -> list[ParamRemap]:
+    """Keep only channels ``keep`` of ``linear`` along ``dim`` (0: outputs, with the bias; 1: inputs), in place.
+
+    Fresh ``nn.Parameter`` objects replace the old ones (``requires_grad`` kept), so optimizers must be pointed
+    at them (:class:`ParamRemap`).
+    """
+    keep = keep.to(torch.long).cpu()
+    remaps = []
+    for name in ("weight", "bias") if dim == 0 else ("weight",):
+        old = getattr(linear, name)
+        if old is None:
+            continue
+        new = nn.Parameter(old.detach().index_select(dim if name == "weight" else 0, keep.to(old.device)).clone(),
+                           requires_grad=old.requires_grad)
+        setattr(linear, name, new)
+        remaps.append(ParamRemap(old, new, dim if name == "weight" else 0, keep))
+    if dim == 0:
+        linear.out_features = len(keep)
+    else:
+        linear.in_features = len(keep)
+    return remaps
+
+
+def cut_units(slices: list[UnitSlice], keep_units: torch.Tensor) -> list[ParamRemap]:
+    """Cut every Linear in ``slices`` down to the channels of ``keep_units`` (one coupled group)."""
+    return [r for s in slices for r in cut_linear(s.linear, s.channels(keep_units), s.dim)]
+
+
+def input_embeddings(model: nn.Module) -> nn.Embedding:
+    """The input token-embedding table of a Hugging Face model (``get_input_embeddings()``).
+
+    Raises:
+        ValueError: If the model has none (then it has no vocabulary to trim).
+    """
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if not isinstance(emb, nn.Embedding):
+        raise ValueError(f"{type(model).__name__} has no nn.Embedding input embeddings (get_input_embeddings()).")
+    return emb
+
+
+def slice_embeddings(model: nn.Module, keep: torch.Tensor) -> None:
+    """Keep only rows ``keep`` (sorted old ids) of the input and any output embeddings; update the config.
+
+    Tied parameters stay tied (every module attribute holding the old tensor gets the new one). Token-id fields of
+    the config (``pad_token_id`` ...) and the embedding ``padding_idx`` are remapped to new ids.
+    """
+    keep = keep.to(torch.long).cpu()
+    new_of_old = {int(o): n for n, o in enumerate(keep)}
+    emb = input_embeddings(model)
+    out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    vocab_params = [emb.weight]
+    if out is not None:
+        vocab_params += [p for p in (out.weight, getattr(out, "bias", None)) if p is not None]
+    for old in {id(p): p for p in vocab_params}.values():
+        new = nn.Parameter(old.detach()[keep.to(old.device)], requires_grad=old.requires_grad)
+        _replace_parameter(model, old, new)
+    emb.num_embeddings = len(keep)
+    if out is not None:
+        out.out_features = len(keep)
+    if emb.padding_idx is not None:
+        emb.padding_idx = new_of_old.get(int(emb.padding_idx))
+    model.config.vocab_size = len(keep)
+    for name in CONFIG_TOKEN_IDS:
+        old_id = getattr(model.config, name, None)
+        if isinstance(old_id, int):
+            setattr(model.config, name, new_of_old.get(old_id))
+
+
+def _replace_parameter(model: nn.Module, old: nn.Parameter, new: nn.Parameter) -> None:
+    for module in model.modules():
+        for name, param in list(module._parameters.items()):
+            if param is old:
+                setattr(module, name, new)
