@@ -12,7 +12,7 @@ from lit_compress.distill.base import CompressionModule, model_inputs, resolve_l
 from lit_compress.distill.cache import TeacherLogitCache
 from lit_compress.distill.losses import CosineEmbeddingLoss, DistillationLoss, HiddenStateMSELoss, default_layer_map
 from lit_compress.models.hub import EMBEDDED_MODEL, load_classifier
-from lit_compress.models.student import student_from_teacher, teacher_depth
+from lit_compress.models.student import model_depth, student_from_teacher
 
 
 def load_teacher(teacher: str | nn.Module, labels: Sequence[str] | None) -> nn.Module:
@@ -90,7 +90,7 @@ class DistillationModule(CompressionModule):
         if student is not None:
             return load_classifier(student, labels)
         if layers is None:
-            layers = list(range(0, teacher_depth(self.teacher), 2))
+            layers = list(range(0, model_depth(self.teacher), 2))
         return student_from_teacher(self.teacher, layers).train()
 
     @property
@@ -101,8 +101,7 @@ class DistillationModule(CompressionModule):
     def _layer_map(self, layer_map: dict[int, int] | None, layers: list[int] | None) -> dict[int, int]:
         if not self.uses_features:
             return {}
-        n_s = self.student.config.num_hidden_layers
-        n_t = self.teacher.config.num_hidden_layers
+        n_s, n_t = model_depth(self.student), model_depth(self.teacher)
         if layer_map is None:
             layer_map = dict(enumerate(layers)) if layers else default_layer_map(n_s, n_t)
         bad = {s: t for s, t in layer_map.items() if not (0 <= s < n_s and 0 <= t < n_t)}

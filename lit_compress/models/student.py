@@ -10,9 +10,9 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel
 from lit_compress.models.layout import AlbertLayout, layout_of
 
 
-def teacher_depth(teacher: PreTrainedModel) -> int:
-    """Encoder layers the teacher's forward pass runs."""
-    return layout_of(teacher).depth(teacher.config)
+def model_depth(model: PreTrainedModel) -> int:
+    """Encoder layers the forward pass of ``model`` runs (asked of its layout; ALBERT: shared-block layers)."""
+    return layout_of(model).depth(model.config)
 
 
 def student_from_teacher(teacher: PreTrainedModel, layers: Sequence[int]) -> PreTrainedModel:
