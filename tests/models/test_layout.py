@@ -184,3 +184,14 @@ def test_modules_missing_where_the_layout_expects_them_are_named() -> None:
     del model.bert.encoder.layer[0].intermediate
     with pytest.raises(LayoutError, match="does not have the modules BertLayout expects"):
         encoder_layers(model)
+
+
+def test_deberta_with_unshared_position_projections_cuts_them_with_the_heads() -> None:
+    model = tiny_model("deberta-v2", share_att_key=False)
+    attn = encoder_layers(model)[0].attention.self
+    assert hasattr(attn, "pos_key_proj") and hasattr(attn, "pos_query_proj")
+    reference = copy.deepcopy(model)
+    result = prune_heads_and_ffn(model, head_pruning_ratio=0.5)
+    _gate(reference, [torch.zeros(4).index_fill(0, k, 1.0) for k in result.kept_heads], [torch.ones(64)] * 2)
+    torch.testing.assert_close(_hidden(model), _hidden(reference), rtol=0, atol=1e-5)
+    assert attn.pos_key_proj.out_features == attn.pos_query_proj.out_features == 2 * HEAD
