@@ -258,21 +258,33 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
 _REGISTRATION_LOG = "torch.onnx._internal.exporter._registration"
 
 
+#: Logs "Skipping constant folding for op LayerNormalization with multiple outputs" on DeBERTa-v2/v3 graphs
+#: (its LayerNorm nodes also output mean and inverse std): the optimizer leaves those nodes as they are.
+_FOLDING_LOG = "onnxscript.optimizer._constant_folding"
+
+
 def _drop_torchvision_skips(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith("torchvision is not installed")
 
 
+def _drop_multi_output_folding(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Skipping constant folding for op LayerNormalization")
+
+
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """Silence the exporters' progress prints and warnings (stdout, ``warnings``, the torchvision log line)."""
-    registration = logging.getLogger(_REGISTRATION_LOG)
-    registration.addFilter(_drop_torchvision_skips)
+    """Silence the exporters' progress prints and warnings (stdout, ``warnings``, the known harmless log lines)."""
+    filters = ((logging.getLogger(_REGISTRATION_LOG), _drop_torchvision_skips),
+               (logging.getLogger(_FOLDING_LOG), _drop_multi_output_folding))  # fmt: skip
+    for logger, drop in filters:
+        logger.addFilter(drop)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
             warnings.simplefilter("ignore")
             yield
     finally:
-        registration.removeFilter(_drop_torchvision_skips)
+        for logger, drop in filters:
+            logger.removeFilter(drop)
 
 
 def _maybe_json(value: str) -> Any:
