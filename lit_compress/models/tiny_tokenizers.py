@@ -118,7 +118,7 @@ def tiny_tokenizer(kind: Kind, vocab_size: int = 600, texts: Sequence[str] | Non
     if kind not in _SPECIALS:
         raise ValueError(f"Unknown tokenizer kind {kind!r}; expected one of {sorted(_SPECIALS)}.")
     if vocab_size < _MIN_VOCAB:
-        raise ValueError(f"vocab_size={vocab_size} is too small; use at least {_MIN_VOCAB} (256 byte tokens + specials).")
+        raise ValueError(f"vocab_size={vocab_size} is too small; use at least {_MIN_VOCAB} (256 bytes + specials).")
     backend = {"wordpiece": _wordpiece, "bpe": _byte_level_bpe, "unigram": _unigram}[kind](vocab_size, texts)
     roles = _BERT_ROLES if kind == "wordpiece" else _ROBERTA_ROLES
     return PreTrainedTokenizerFast(tokenizer_object=backend, model_input_names=_INPUT_NAMES[kind],
@@ -134,7 +134,8 @@ def _bpe_pieces(
     corpus = list(TINY_CORPUS if texts is None else texts)
     bpe = Tokenizer(BPE())
     bpe.normalizer, bpe.pre_tokenizer = normalizer, pre_tokenizer
-    bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=size, initial_alphabet=_ALPHABET, show_progress=False))
+    trainer = trainers.BpeTrainer(vocab_size=size, initial_alphabet=_ALPHABET, show_progress=False)
+    bpe.train_from_iterator(corpus, trainer)
     pieces = sorted(bpe.get_vocab(), key=bpe.token_to_id)
     return pieces, Counter(t for encoding in bpe.encode_batch(corpus) for t in encoding.tokens)
 
@@ -159,14 +160,15 @@ def _wordpiece(vocab_size: int, texts: Sequence[str] | None) -> Tokenizer:
 
 
 def _byte_level_bpe(vocab_size: int, texts: Sequence[str] | None) -> Tokenizer:
-    """RoBERTa-style byte-level BPE (the BPE trainer is reproducible across processes)."""
+    """RoBERTa-style byte-level BPE (the BPE trainer is reproducible across processes), ``<mask>`` last."""
 
     tok = Tokenizer(BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=_SPECIALS["bpe"],
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size - 1, special_tokens=_SPECIALS["bpe"][:-1],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(list(TINY_CORPUS if texts is None else texts), trainer=trainer)
+    tok.add_special_tokens(["<mask>"])  # last, as in RoBERTa (here an added token outside the BPE vocabulary)
     tok.post_processor = processors.RobertaProcessing(
         ("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")), add_prefix_space=False
     )
@@ -174,14 +176,16 @@ def _byte_level_bpe(vocab_size: int, texts: Sequence[str] | None) -> Tokenizer:
 
 
 def _unigram(vocab_size: int, texts: Sequence[str] | None) -> Tokenizer:
-    """XLM-R-style Unigram: BPE pieces scored by add-one log relative frequency in the corpus's BPE encoding."""
+    """XLM-R-style Unigram: BPE pieces scored by add-one log relative frequency in their corpus encoding; ``<mask>``
+    last."""
 
     specials = _SPECIALS["unigram"]
     metaspace = {"replacement": "▁", "prepend_scheme": "always"}
     pieces, counts = _bpe_pieces(normalizers.NFKC(), pre_tokenizers.Metaspace(**metaspace),
                                  vocab_size - len(specials), texts)
     total = sum(counts.values()) + len(pieces)
-    vocab = [(t, 0.0) for t in specials] + [(p, math.log((counts[p] + 1) / total)) for p in pieces]
+    vocab = [(t, 0.0) for t in specials[:-1]] + [(p, math.log((counts[p] + 1) / total)) for p in pieces]
+    vocab.append(("<mask>", 0.0))  # last, as in XLM-R
     tok = Tokenizer(Unigram(vocab, unk_id=specials.index("<unk>"), byte_fallback=False))
     tok.normalizer = normalizers.NFKC()
     tok.pre_tokenizer = pre_tokenizers.Metaspace(**metaspace)

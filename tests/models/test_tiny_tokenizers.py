@@ -36,6 +36,7 @@ def test_special_tokens_and_templates_of_the_family(kind_and_tokenizer) -> None:
     assert (tok.cls_token, tok.sep_token) == (cls, sep)
     assert {tok.pad_token, tok.unk_token, tok.mask_token} == (
         {"[PAD]", "[UNK]", "[MASK]"} if kind == "wordpiece" else {"<pad>", "<unk>", "<mask>"})
+    assert tok.mask_token_id == (4 if kind == "wordpiece" else len(tok) - 1)  # RoBERTa and XLM-R: <mask> last
     ids = tok("the cat sat")["input_ids"]
     assert ids[0] == tok.convert_tokens_to_ids(cls) and ids[-1] == tok.convert_tokens_to_ids(sep)
     pair = tok.convert_ids_to_tokens(tok("the cat", "a dog")["input_ids"])
