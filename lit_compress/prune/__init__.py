@@ -46,4 +46,12 @@ from lit_compress.prune.structured import (
     structured_taylor_scores,
 )
 from lit_compress.prune.structured_callback import StructuredPruning
-from lit_compress.prune.vocab import VocabTrimReport, remap_input_ids, trim_tokenizer, trim_vocabulary
+from lit_compress.prune.vocab import (
+    VocabTrimReport,
+    close_token_ids,
+    corpus_token_counts,
+    kept_token_ids,
+    remap_input_ids,
+    trim_tokenizer,
+    trim_vocabulary,
+)
