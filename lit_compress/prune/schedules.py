@@ -132,6 +132,35 @@ class PolynomialDecay(_SteppedSchedule):
         if not isinstance(self.power, (int, float)) or not math.isfinite(self.power) or self.power <= 0:
             raise ValueError(f"power={self.power!r} must be a positive number (3 for Zhu & Gupta's cubic ramp).")
 
+    @classmethod
+    def over_fraction(cls, final_sparsity: float, total_steps: int, end_fraction: float, *, updates: int = 50,
+                      initial_sparsity: float = 0.0, power: float = 3.0) -> PolynomialDecay:  # fmt: skip
+        """The ramp from step 0 that reaches ``final_sparsity`` after ``end_fraction`` of ``total_steps``.
+
+        Masks update every ``max(1, total_steps // updates)`` steps, and ``end_step`` is rounded down to a
+        multiple of that frequency (at least one update interval), so the final sparsity is reached on an update
+        step. ``total_steps`` is the stage's optimizer steps (``trainer.estimated_stepping_batches``); the
+        rest of the stage after ``end_step`` recovers accuracy at the final sparsity.
+
+        Args:
+            final_sparsity: ``s_f``.
+            total_steps: Optimizer steps of the run the schedule is for.
+            end_fraction: Fraction of ``total_steps`` at which ``s_f`` is reached, in ``(0, 1]``.
+            updates: Mask updates over the whole run (sets the frequency).
+            initial_sparsity: ``s_i`` at step 0.
+            power: Exponent (3: Zhu & Gupta's cubic ramp).
+        """
+        if not isinstance(total_steps, int) or total_steps < 1:
+            raise ValueError(f"total_steps={total_steps!r} must be a positive integer (the run's optimizer steps).")
+        if not 0.0 < end_fraction <= 1.0:
+            raise ValueError(f"end_fraction={end_fraction!r} must be in (0, 1]: the share of the run that ramps.")
+        if not isinstance(updates, int) or updates < 1:
+            raise ValueError(f"updates={updates!r} must be a positive integer (mask updates over the run).")
+        every = max(1, total_steps // updates)
+        end = max(1, int(end_fraction * total_steps))
+        end = max(end - end % every, every)
+        return cls(initial_sparsity, final_sparsity, begin_step=0, end_step=end, power=power, frequency=every)
+
     def sparsity_at(self, step: int) -> float:
         assert self.end_step is not None  # checked in __post_init__
         progress = min(1.0, max(0.0, (step - self.begin_step) / (self.end_step - self.begin_step)))

@@ -94,3 +94,21 @@ def test_as_schedule_and_plain_callables() -> None:
 def test_invalid_schedules_give_actionable_errors(factory, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         factory()
+
+
+@pytest.mark.parametrize(("steps", "fraction", "end", "every"), [(600, 0.6, 360, 12), (6, 0.6, 3, 1), (1, 1.0, 1, 1),
+                                                                   (1000, 0.6, 600, 20), (137, 0.6, 82, 2), (139, 0.6, 82, 2)])
+def test_over_fraction_resolves_the_ramp_from_the_runs_steps(steps, fraction, end, every) -> None:
+    """end = int(fraction * steps) rounded down to a multiple of steps // 50 (at least one interval)."""
+    s = PolynomialDecay.over_fraction(0.5, steps, fraction)
+    assert (s.begin_step, s.end_step, s.frequency, s.power) == (0, end, every, 3.0)
+    assert s.should_update(end) and s(end) == pytest.approx(0.5) and s(steps) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [({"total_steps": 0}, "total_steps=0 must be a positive integer"),
+                                               ({"end_fraction": 0.0}, r"end_fraction=0.0 must be in \(0, 1\]"),
+                                               ({"updates": 0}, "updates=0 must be a positive integer")])
+def test_over_fraction_rejects_bad_arguments(kwargs, match) -> None:
+    args = {"final_sparsity": 0.5, "total_steps": 100, "end_fraction": 0.6, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        PolynomialDecay.over_fraction(**args)
