@@ -128,7 +128,7 @@ def export_model(
     int8_target = resolve_target(target)
     scheme = OrtQuantization(per_channel=per_channel, quantize_embeddings=quantize_embeddings,
                              embedding_bits=embedding_bits, reduce_range=int8_target.reduce_range)  # fmt: skip
-    source = {"model_dir": str(Path(model_dir).resolve()), "checkpoint": source_checkpoint}
+    source = source_record(model_dir, source_checkpoint)
     job = _Job(model, tokenizer, out, scheme, source, dict(run_config or {}),
                _parity_batches(tokenizer, parity_texts, max_length), max_length, atol, target=int8_target,
                int8_gate=int8_gate or Int8Gate(), gate_batches=gate_batches(tokenizer, parity_texts, max_length))  # fmt: skip
@@ -264,19 +264,43 @@ class _Job:
 
     def _manifest(self, kind: str, artifact: Path, counts: Mapping[str, int], scheme: Any, parity: Any,
                   kernels: Mapping[str, Any] | None) -> dict[str, Any]:  # fmt: skip
-        onnx_meta = None
-        if artifact.suffix == ".onnx":
-            meta = read_export_metadata(artifact)
-            onnx_meta = {k: meta.get(k) for k in ("opset", "exporter", "inputs", "dynamo_error") if k in meta}
-        warnings_ = [kernels["warning"]] if kernels and kernels.get("warning") else []
-        return build_manifest(kind, artifact, source=self.source, config=self.config, onnx=onnx_meta,  # type: ignore
-                              quantization=scheme, parameters=counts, parity=parity, kernels=kernels,
-                              warnings=warnings_, int8=int8_environment(self.target))  # fmt: skip
+        return artifact_manifest(kind, artifact, parameters=counts, source=self.source, config=self.config,
+                                 quantization=scheme, parity=parity, kernels=kernels, target=self.target)
 
     def _sidecars(self, directory: Path) -> None:
         """Tokenizer and config next to an ONNX file, so the directory is a deployable unit."""
         self.tokenizer.save_pretrained(directory)
         self.model.config.save_pretrained(directory)
+
+
+def source_record(model_dir: str | Path, checkpoint: str | None = None, **extra: Any) -> dict[str, Any]:
+    """The ``source`` block of a manifest: the resolved model directory, its checkpoint, anything ``extra``."""
+    return {"model_dir": str(Path(model_dir).resolve()), "checkpoint": checkpoint, **extra}
+
+
+def artifact_manifest(
+    kind: str,
+    artifact: Path,
+    *,
+    parameters: Mapping[str, int],
+    source: Mapping[str, Any],
+    config: Mapping[str, Any],
+    quantization: Mapping[str, Any] | None = None,
+    parity: Mapping[str, Any] | None = None,
+    kernels: Mapping[str, Any] | None = None,
+    target: Int8Target | None = None,
+) -> dict[str, Any]:
+    """The manifest of one artifact as every exporter of lit_compress writes it (``export_model`` and the main
+    job's QAT Q/DQ artifact): the ONNX export metadata read back from the file, the kernel report's warning,
+    the CPU's int8 features and the int8 target (see :func:`~lit_compress.export.manifest.build_manifest`)."""
+    onnx_meta = None
+    if artifact.suffix == ".onnx":
+        meta = read_export_metadata(artifact)
+        onnx_meta = {k: meta.get(k) for k in ("opset", "exporter", "inputs", "dynamo_error") if k in meta}
+    warnings_ = [kernels["warning"]] if kernels and kernels.get("warning") else []
+    return build_manifest(kind, artifact, source=source, config=config, onnx=onnx_meta,  # type: ignore[arg-type]
+                          quantization=quantization, parameters=parameters, parity=parity, kernels=kernels,
+                          warnings=warnings_, int8=int8_environment(target))  # fmt: skip
 
 
 def _validate_formats(formats: Sequence[str], calibration_texts: Sequence[str] | None) -> list[str]:
