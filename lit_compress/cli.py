@@ -97,6 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if verb in TRAINER_VERBS:
             trainer_cli(trainer_args)
+        elif verb == "pipeline":  # its sections take dotted options (deep-merged), see pipeline_cli
+            from lit_compress.pipeline.run import pipeline_cli
+
+            pipeline_cli(args[1:])
         else:
             from jsonargparse import auto_cli
 

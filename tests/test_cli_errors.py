@@ -38,7 +38,7 @@ def pipeline(run: Path, *options: str) -> list[str]:
 def local_data(*files: Path) -> list[str]:
     splits = dict(zip(("train", "validation", "test"), files, strict=False))
     files = "{" + ", ".join(f"{k}: {v}" for k, v in splits.items()) + "}"
-    return ["--data.dataset", "local", "--data.data_files", files]
+    return ["--defaults.data.init_args.dataset", "local", "--defaults.data.init_args.data_files", files]
 
 
 @pytest.fixture()
@@ -50,11 +50,12 @@ def run(tmp_path: Path) -> Path:
 
 def test_unknown_option_through_the_console_script(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    out = subprocess.run([str(CLI), *pipeline(run, "--teacher.epochz", "3")], capture_output=True, text=True,
+    out = subprocess.run([str(CLI), *pipeline(run, "--teacher.trainer.max_epochz", "3")], capture_output=True, text=True,
                          cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
-        "lit-compress pipeline: error: unknown option 'teacher.epochz'; did you mean 'teacher.train.epochs'? "
+        "lit-compress pipeline: error: unknown option 'teacher.trainer.max_epochz'; did you mean "
+        "'teacher.trainer.max_epochs'? "
         "(lit-compress pipeline --help lists the options)"
     ]
     assert not run.exists()
@@ -63,11 +64,21 @@ def test_unknown_option_through_the_console_script(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("options", "expected"),
     [
-        (["--teacher.train.epochs", "three"], "teacher.train.epochs: expected int, got 'three'"),
-        (["--teacher.lr", "1e-3"], "unknown option 'teacher.lr'; did you mean 'teacher.train.lr'?"),
+        (["--teacher.trainer.max_epochs", "three"], "teacher.trainer.max_epochs: expected int or null, got 'three'"),
+        (["--teacher.lr", "1e-3"], "unknown option 'teacher.lr'; did you mean 'teacher.model.init_args.lr'?"),
         (["--threadz", "2"], "unknown option 'threadz'; did you mean 'threads'?"),
-        (["--data.text_mode", "body"], "data.text_mode: expected one of 'title', 'title_lead', 'full', got 'body'"),
-        (["--distill.layers", "[a]"], "distill.layers: expected list[int] or null, got ['a']"),
+        (["--defaults.data.init_args.text_mode", "body"],
+         "teacher.data.init_args.text_mode: expected one of 'title', 'title_lead', 'full', got 'body'"),
+        (["--distill.model.init_args.student_layers", "[a]"],
+         "distill.model.init_args.student_layers: expected list[int] or null, got ['a']"),
+        (["--prune.vocab_min_frequncy", "2"], "unknown option 'prune.vocab_min_frequncy'; did you mean "
+                                             "'prune.vocab_min_frequency'?"),
+        (["--prune.schedule_end", "1.5"], "prune: prune.schedule_end must be in (0, 1], got 1.5"),
+        (["--qat.trainer.callbacks", "[{class_path: lit_compress.quant.QuantizationAwareTraining, init_args: "
+          "{filter_fn: '.', log_per_modul: true}}]"],
+         "unknown option 'qat.trainer.callbacks.init_args.log_per_modul'; did you mean "
+         "'qat.trainer.callbacks.init_args.log_per_module'?"),
+        (["--stages", "[teacher]"], "stages must include 'distill'"),
     ],
 )
 def test_bad_options_name_the_option(capsys, run: Path, options: list[str], expected: str) -> None:
@@ -76,9 +87,9 @@ def test_bad_options_name_the_option(capsys, run: Path, options: list[str], expe
 
 def test_bad_option_in_a_yaml_file(capsys, run: Path, tmp_path: Path) -> None:
     recipe = tmp_path / "bad.yaml"
-    recipe.write_text("teacher:\n  train: {epochz: 3}\n")
+    recipe.write_text("teacher:\n  trainer: {max_epochz: 3}\n")
     line = fail(capsys, pipeline(run, "--config", str(recipe)))
-    assert "unknown option 'teacher.train.epochz'; did you mean 'teacher.train.epochs'?" in line
+    assert "unknown option 'teacher.trainer.max_epochz'; did you mean 'teacher.trainer.max_epochs'?" in line
 
 
 def test_csv_without_the_label_column(capsys, run: Path, tmp_path: Path) -> None:
@@ -110,7 +121,7 @@ def test_hub_name_while_offline_fails_fast(capsys, run: Path, monkeypatch) -> No
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(huggingface_hub, "model_info", unreachable)
-    line = fail(capsys, pipeline(run, "--teacher.model", "lit-compress-tests/not-cached"))
+    line = fail(capsys, pipeline(run, "--teacher.model.init_args.model", "lit-compress-tests/not-cached"))
     assert line.endswith(
         "cannot load 'lit-compress-tests/not-cached': not in the local cache and the hub is unreachable (offline); "
         "pass a local directory, a .ckpt, or embedded:all-MiniLM-L6-v2"
@@ -121,7 +132,7 @@ def test_hub_name_with_hf_hub_offline(capsys, run: Path, monkeypatch) -> None:
     import huggingface_hub
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    line = fail(capsys, pipeline(run, "--teacher.model", "lit-compress-tests/not-cached"))
+    line = fail(capsys, pipeline(run, "--teacher.model.init_args.model", "lit-compress-tests/not-cached"))
     assert "not in the local cache and the hub is unreachable (HF_HUB_OFFLINE is set)" in line
 
 
@@ -135,25 +146,25 @@ def test_hub_name_with_hf_hub_offline(capsys, run: Path, monkeypatch) -> None:
 def test_corrupt_checkpoint_as_teacher(capsys, run: Path, tmp_path: Path, content: bytes, expected: str) -> None:
     ckpt = tmp_path / "teacher.ckpt"
     ckpt.write_bytes(content)
-    line = fail(capsys, pipeline(run, "--teacher.model", str(ckpt)))
+    line = fail(capsys, pipeline(run, "--teacher.model.init_args.model", str(ckpt)))
     assert f"cannot load checkpoint {ckpt}: {expected}" in line
 
 
 def test_checkpoint_of_something_else(capsys, run: Path, tmp_path: Path) -> None:
     ckpt = tmp_path / "other.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {"lr": 1e-3}}, ckpt)
-    assert "is not a ClassifierModule checkpoint" in fail(capsys, pipeline(run, "--teacher.model", str(ckpt)))
+    assert "is not a ClassifierModule checkpoint" in fail(capsys, pipeline(run, "--teacher.model.init_args.model", str(ckpt)))
 
 
 def test_missing_model_path(capsys, run: Path, tmp_path: Path) -> None:
-    line = fail(capsys, pipeline(run, "--teacher.model", str(tmp_path / "no" / "model")))
+    line = fail(capsys, pipeline(run, "--teacher.model.init_args.model", str(tmp_path / "no" / "model")))
     assert f"model '{tmp_path / 'no' / 'model'}' not found" in line
 
 
 def test_an_existing_run_directory_is_kept(capsys, tmp_path: Path) -> None:
     run = tmp_path / "run"
     (run / "teacher").mkdir(parents=True)
-    fail(capsys, pipeline(run, "--teacher.model", str(tmp_path / "nope")))
+    fail(capsys, pipeline(run, "--teacher.model.init_args.model", str(tmp_path / "nope")))
     assert (run / "teacher").is_dir()
 
 

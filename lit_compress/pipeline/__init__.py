@@ -1,7 +1,8 @@
-"""The main job (``lit-compress pipeline``)."""
+"""The main job (``lit-compress pipeline``): a sequence of ``lit-compress fit`` recipes, one per stage."""
 
-from lit_compress.pipeline.config import DataConfig, DistillConfig, TeacherConfig, TrainConfig
-from lit_compress.pipeline.context import RunContext
-from lit_compress.pipeline.run import run_pipeline
+from lit_compress.pipeline.config import BenchmarkOptions, PruneOptions, QATOptions, TeacherOptions
+from lit_compress.pipeline.context import Deployable, PrunedModel, QuantizedModel, RunContext, TrainedModel
+from lit_compress.pipeline.run import RunResults, run_pipeline
 
-__all__ = ["DataConfig", "DistillConfig", "RunContext", "TeacherConfig", "TrainConfig", "run_pipeline"]
+__all__ = ["BenchmarkOptions", "Deployable", "PruneOptions", "PrunedModel", "QATOptions", "QuantizedModel",
+           "RunContext", "RunResults", "TeacherOptions", "TrainedModel", "run_pipeline"]

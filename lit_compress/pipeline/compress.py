@@ -2,29 +2,70 @@
 
 Both stages distil from the fine-tuned teacher while they compress (Lightning issue #11047 asked for exactly
 this combination). Vocabulary trimming is applied to the teacher *and* the student with the same kept ids, so
-they keep sharing one tokenizer and the teacher-logit cache stays valid.
+they keep sharing one tokenizer and the teacher-logit cache stays valid. The schedules the YAML gives as
+fractions of a stage (``prune.schedule_end``, ``qat.start_fraction``, ``qat.freeze_fraction``) are resolved
+here into the optimizer steps of the callbacks' ``init_args``, so the written ``recipe.yaml`` is concrete.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import math
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from lit_compress.distill.module import DistillationModule
 from lit_compress.models.hub import load_tokenizer
 from lit_compress.models.io import load_model_dir, save_model_dir
-from lit_compress.pipeline.config import DataConfig, ExportConfig, PruneConfig, QATConfig, TrainConfig
-from lit_compress.pipeline.context import RunContext
-from lit_compress.pipeline.stages import _reuse, finish_stage, fit_distillation
+from lit_compress.pipeline.config import ExportPlan, StagePlan
+from lit_compress.pipeline.context import PrunedModel, QuantizedModel, RunContext
+from lit_compress.pipeline.stages import fill, finish, reuse, seeded, train
 from lit_compress.pipeline.training import gate_texts, make_datamodule
 
+STRUCTURED_PRUNING = "lit_compress.prune.StructuredPruning"
+QUANTIZATION_AWARE_TRAINING = "lit_compress.quant.QuantizationAwareTraining"
 
-def total_steps(ctx: RunContext, data: DataConfig, tokenizer: str, train: TrainConfig) -> int:
-    """Optimizer steps a stage will take (for schedules expressed as fractions of the stage)."""
-    dm = make_datamodule(data, tokenizer)
-    steps = train.epochs * math.ceil(len(dm.raw()["train"]) / data.batch_size)
-    return min(steps, train.max_steps) if train.max_steps > 0 else steps
+
+def stage_steps(recipe: Mapping[str, Any], tokenizer: str | Path) -> int:
+    """Optimizer steps the recipe's Trainer will take (what ``trainer.estimated_stepping_batches`` says once
+    fitting, computed before the Trainer exists: epochs x batches / accumulation, capped by ``max_steps``)."""
+    trainer = recipe.get("trainer") or {}
+    dm = make_datamodule(recipe["data"], str(tokenizer))
+    batches = math.ceil(len(dm.raw()["train"]) / dm.batch_size)
+    per_epoch = math.ceil(batches / int(trainer.get("accumulate_grad_batches") or 1))
+    max_steps = int(trainer.get("max_steps") if trainer.get("max_steps") is not None else -1)
+    epochs = trainer.get("max_epochs")
+    if epochs is None:
+        epochs = 1000 if max_steps == -1 else math.ceil(max_steps / per_epoch)  # Lightning's defaults
+    steps = int(epochs) * per_epoch
+    return min(steps, max_steps) if max_steps > 0 else steps
+
+
+def with_callback(recipe: Mapping[str, Any], class_path: str, update: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """A copy of ``recipe`` whose ``class_path`` callback (added when absent) has ``update`` applied to its
+    ``init_args``; a callback given by a subclass's path counts as that callback."""
+    trainer = dict(recipe.get("trainer") or {})
+    callbacks = trainer.get("callbacks") or []
+    callbacks = [dict(c) for c in (callbacks if isinstance(callbacks, list) else [callbacks])]
+    wanted = _import(class_path)
+    entry = next((c for c in callbacks if issubclass(_import(c["class_path"]), wanted)), None)
+    if entry is None:
+        entry = {"class_path": class_path}
+        callbacks.append(entry)
+    entry["init_args"] = dict(entry.get("init_args") or {})
+    update(entry["init_args"])
+    return {**recipe, "trainer": {**trainer, "callbacks": callbacks}}
+
+
+def _import(path: str) -> type:
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def as_recipe_entry(obj: Any) -> dict[str, Any]:
+    """A dataclass instance (a schedule) as its ``class_path`` / ``init_args`` entry."""
+    return {"class_path": f"{type(obj).__module__}.{type(obj).__qualname__}", "init_args": dataclasses.asdict(obj)}
 
 
 def trim_pair(teacher_dir: Path, student_dir: Path, texts: list[str], min_frequency: int) -> tuple[Any, Any, Any, dict]:
@@ -42,115 +83,127 @@ def trim_pair(teacher_dir: Path, student_dir: Path, texts: list[str], min_freque
     return teacher, student, new_tok, report.summary()
 
 
-def prune_stage(ctx: RunContext, data: DataConfig, cfg: PruneConfig) -> None:
-    """Trim the vocabulary, then distil with gradual structured pruning of heads and FFN channels."""
+def prune_stage(ctx: RunContext, plan: StagePlan) -> PrunedModel:
+    """Trim the vocabulary, then distil with gradual structured pruning of heads and FFN channels.
+
+    The trimmed teacher and student are saved as ``prune/teacher`` and ``prune/student_init``; the recipe
+    distils between them with the ``StructuredPruning`` callback, whose number-valued ratios become cubic
+    ramps that end after ``schedule_end`` of the stage's steps.
+    """
     from lit_compress.prune.schedules import PolynomialDecay
-    from lit_compress.prune.structured_callback import StructuredPruning
 
-    stage, variant = "prune", "pruned"
-    if not cfg.enabled:
-        return
+    stage, options = "prune", plan.options
+    done = reuse(ctx, stage, PrunedModel)
+    if done is not None:
+        return done
+    assert ctx.teacher is not None and ctx.student is not None
     out = ctx.stage_dir(stage)
-    if _reuse(ctx, variant, stage):
-        ctx.models["teacher_trimmed"] = out / "teacher"
-        return
-    texts = make_datamodule(data, str(ctx.models["student"])).texts("train")
-    teacher, student, tokenizer, vocab = trim_pair(ctx.models["teacher"], ctx.models["student"], texts,
-                                                    cfg.vocab_min_frequency)
-    teacher_dir = save_model_dir(teacher, out / "teacher", tokenizer=tokenizer)
-    ctx.models["teacher_trimmed"] = teacher_dir
-    steps = total_steps(ctx, data, str(teacher_dir), cfg.train)
-    end, every = max(1, int(cfg.schedule_end * steps)), max(1, steps // 50)
-    end -= end % every
-    end = max(end, every)
+    texts = make_datamodule(plan.recipe["data"], str(ctx.student.model_dir)).texts("train")
+    teacher, student, tokenizer, vocab = trim_pair(ctx.teacher.model_dir, ctx.student.model_dir, texts,
+                                                    options.vocab_min_frequency)
+    teacher_dir = Path(save_model_dir(teacher, out / "teacher", tokenizer=tokenizer))
+    student_dir = Path(save_model_dir(student, out / "student_init", tokenizer=tokenizer))
+    steps = stage_steps(plan.recipe, teacher_dir)
 
-    def ramp(final: float) -> PolynomialDecay:
-        return PolynomialDecay(0.0, final, begin_step=0, end_step=end, frequency=every)
+    def ramps(args: dict[str, Any]) -> None:
+        for name in ("head_pruning_ratio", "ffn_pruning_ratio"):
+            ratio = args.get(name, 0.0)
+            if isinstance(ratio, (int, float)):
+                ramp = PolynomialDecay.over_fraction(float(ratio), steps, options.schedule_end, updates=options.updates)
+                args[name] = as_recipe_entry(ramp)
+                args.setdefault("every_n_steps", ramp.frequency)
 
-    pruning = StructuredPruning(ramp(cfg.head_ratio), ramp(cfg.ffn_ratio), importance=cfg.importance,  # type: ignore[arg-type]
-                                scope=cfg.scope, every_n_steps=every)  # type: ignore[arg-type]
-    module = DistillationModule(teacher=teacher, student=student, labels=list(teacher.config.id2label.values()),
-                                alpha=cfg.alpha, temperature=cfg.temperature, lr=cfg.train.lr,
-                                weight_decay=cfg.train.weight_decay, warmup_ratio=cfg.train.warmup_ratio)
-    metrics = fit_distillation(ctx, stage, data, str(teacher_dir), module, cfg.train, callbacks=[pruning])
-    from lit_compress.prune.architecture import current_architecture
-
-    arch = current_architecture(module.student).to_dict()
-    finish_stage(ctx, stage, variant, module.student, tokenizer, metrics, vocabulary=vocab, architecture=arch)
+    recipe = seeded(fill(plan.recipe, out, tokenizer=teacher_dir, teacher=teacher_dir, student=student_dir))
+    cli, metrics = train(ctx, stage, with_callback(recipe, STRUCTURED_PRUNING, ramps))
+    arch = _architecture(cli.model.student)
+    return finish(ctx, PrunedModel, stage, "pruned", cli.model.student, tokenizer, metrics, teacher_dir=teacher_dir,
+                  architecture=arch, vocabulary=vocab)  # fmt: skip
 
 
-def qat_stage(ctx: RunContext, data: DataConfig, cfg: QATConfig, scheme: str, export: ExportConfig) -> None:
+def _architecture(model: Any) -> dict[str, Any]:
+    try:
+        from lit_compress.models.architecture import current_architecture
+    except ImportError:  # before the move out of lit_compress.prune
+        from lit_compress.prune.architecture import current_architecture  # type: ignore[no-redef]
+    return current_architecture(model).to_dict()
+
+
+def qat_stage(ctx: RunContext, plan: StagePlan, scheme: str, export: ExportPlan, config: Mapping[str, Any]
+              ) -> QuantizedModel:  # fmt: skip
     """Quantization-aware distillation of the (pruned) student with the ``scheme`` activation quantizer.
 
     Weights are fake-quantized on the grid of the int8 target (``export.target``: 7-bit on CPUs whose kernel
-    saturates), so the QAT model predicts what the int8 kernel computes. ``dynamic``: the trained weights are
-    saved unwrapped to fp32; the export stage quantizes them with ORT dynamic int8 on the same grid.
-    ``static``: the learned scales are exported here as a Q/DQ ONNX artifact (``qat_static/artifact``), gated
-    against the QAT model on the validation texts, with its manifest and int8-kernel report.
+    saturates), so the QAT model predicts what the int8 kernel computes; the recipe's
+    ``QuantizationAwareTraining`` callback gets that grid, the scheme, and the steps of ``start_fraction`` /
+    ``freeze_fraction``. ``dynamic``: the trained weights are saved unwrapped to fp32; the export stage
+    quantizes them with ORT dynamic int8 on the same grid. ``static``: the learned scales are exported here as
+    a Q/DQ ONNX artifact (``qat_static/artifact``), gated against the QAT model on the validation texts, with
+    the same manifest as the export job's artifacts.
     """
-    from lit_compress.quant import ActivationQuantConfig, QuantizationAwareTraining, strip_fake_quant
+    from lit_compress.quant import strip_fake_quant
     from lit_compress.quant.targets import resolve_target
 
-    stage, variant = f"qat_{scheme}", f"qat_{scheme}"
-    if _reuse(ctx, variant, stage):
-        return
-    teacher_dir = ctx.models.get("teacher_trimmed", ctx.models["teacher"])
-    student_dir = ctx.models.get("pruned", ctx.models["student"])
-    steps = total_steps(ctx, data, str(student_dir), cfg.train)
+    stage, options = f"qat_{scheme}", plan.options
+    done = reuse(ctx, stage, QuantizedModel)
+    if done is not None:
+        return done
+    out = ctx.stage_dir(stage)
+    teacher_dir, student_dir = ctx.distillation_teacher, ctx.latest_student.model_dir
+    steps = stage_steps(plan.recipe, student_dir)
     target = resolve_target(export.target)
-    callback = QuantizationAwareTraining(
-        weight=target.weight_config(per_channel=export.per_channel),
-        activation=ActivationQuantConfig(scheme=scheme),  # type: ignore[arg-type]
-        start_step=int(cfg.start_fraction * steps),
-        freeze_observers_step=max(1, int(cfg.freeze_fraction * steps)) if scheme == "static" else None,
-        filter_fn=".",  # every Linear, the classifier too: ORT quantizes all of them
-    )
-    teacher, student = load_model_dir(teacher_dir), load_model_dir(student_dir)
-    module = DistillationModule(teacher=teacher, student=student, labels=list(teacher.config.id2label.values()),
-                                alpha=cfg.alpha, temperature=cfg.temperature, lr=cfg.train.lr,
-                                weight_decay=cfg.train.weight_decay, warmup_ratio=cfg.train.warmup_ratio)
-    metrics = fit_distillation(ctx, stage, data, str(student_dir), module, cfg.train, callbacks=[callback])
-    tokenizer = load_tokenizer(str(student_dir))
-    extra: dict[str, Any] = {"int8_target": target.name}
+
+    def quantize(args: dict[str, Any]) -> None:
+        args.setdefault("weight", dataclasses.asdict(target.weight_config(per_channel=export.per_channel)))
+        args["activation"] = {**(args.get("activation") or {}), "scheme": scheme}
+        args["start_step"] = int(options.start_fraction * steps)
+        args["freeze_observers_step"] = max(1, int(options.freeze_fraction * steps)) if scheme == "static" else None
+        args.setdefault("target", target.name)
+
+    recipe = seeded(fill(plan.recipe, out, tokenizer=student_dir, teacher=teacher_dir, student=student_dir))
+    cli, metrics = train(ctx, stage, with_callback(recipe, QUANTIZATION_AWARE_TRAINING, quantize))
+    model, dm = cli.model.student, cli.datamodule
+    artifact = None
     if scheme == "static":
-        texts = gate_texts(make_datamodule(data, str(student_dir)), export.int8_gate.min_texts)
-        extra["artifact"] = str(write_qdq_artifact(module.student.eval(), tokenizer, ctx.run_dir / stage / "artifact",
-                                                   export.quantize_embeddings, str(student_dir), texts=texts,
-                                                   max_length=data.max_length, gate=export.int8_gate,
-                                                   target=target))
-    finish_stage(ctx, stage, variant, strip_fake_quant(module.student), tokenizer, metrics, **extra)
+        texts = gate_texts(dm, export.int8_gate.min_texts)
+        artifact = write_qdq_artifact(model.eval(), dm.tokenizer, out / "artifact", export.quantize_embeddings,
+                                      str(student_dir), texts=texts, max_length=dm.max_length,
+                                      gate=export.int8_gate, target=target, config=config)  # fmt: skip
+    return finish(ctx, QuantizedModel, stage, stage, strip_fake_quant(model), dm.tokenizer, metrics, scheme=scheme,
+                  int8_target=target.name, artifact=artifact)  # fmt: skip
 
 
 def write_qdq_artifact(model: Any, tokenizer: Any, out: Path, quantize_embeddings: bool, source: str, *,
                        texts: list[str] | None = None, max_length: int = 128, gate: Any = None,
-                       target: Any = None) -> Path:  # fmt: skip
-    """Export a static-scheme QAT model as Q/DQ ONNX, gated on ``texts``, with tokenizer, config and a manifest."""
+                       target: Any = None, config: Mapping[str, Any] | None = None) -> Path:  # fmt: skip
+    """Export a static-scheme QAT model as Q/DQ ONNX, gated on ``texts``, with tokenizer, config and a manifest
+    (built by :func:`~lit_compress.export.api.artifact_manifest`, as the export job's are)."""
+    from lit_compress.export.api import artifact_manifest, gate_batches, source_record
     from lit_compress.export.files import onnx_parameter_counts
     from lit_compress.export.kernels import kernel_report
-    from lit_compress.export.manifest import build_manifest, write_manifest
-    from lit_compress.export.api import gate_batches
+    from lit_compress.export.manifest import write_manifest
     from lit_compress.export.onnx import read_export_metadata
+    from lit_compress.export.predictor import ONNX_FILE
     from lit_compress.quant import export_qdq_onnx
-    from lit_compress.quant.targets import int8_environment
 
     out.mkdir(parents=True, exist_ok=True)
     sample = dict(tokenizer(["lit compress exports this model.", "a second, longer sentence for tracing."],
                             padding=True, return_tensors="pt"))
     sample = {k: v for k, v in sample.items() if k in ("input_ids", "attention_mask")}
-    path = export_qdq_onnx(model, out / "model.onnx", sample, quantize_embeddings=quantize_embeddings,
+    path = export_qdq_onnx(model, out / ONNX_FILE, sample, quantize_embeddings=quantize_embeddings,
                            parity_inputs=gate_batches(tokenizer, texts, max_length), int8_gate=gate)
     tokenizer.save_pretrained(out)
     model.config.save_pretrained(out)
-    kernels = kernel_report(path, expect_int8=True)
-    meta = read_export_metadata(path)
-    manifest = build_manifest(
-        "ort-static-int8", path, source={"model_dir": source, "training": "quantization-aware (static scheme)"},
-        onnx={k: meta.get(k) for k in ("opset", "exporter", "inputs") if k in meta},
-        quantization={"scheme": "qat-static-qdq", "weights": "int8 symmetric", "activations": "uint8 learned scales",
-                      "embeddings": "int8" if quantize_embeddings else "fp32",
-                      "target": target.to_dict() if target is not None else None},
-        parameters=onnx_parameter_counts(path), parity=meta.get("parity"), kernels=kernels,
-        warnings=[kernels["warning"]] if kernels.get("warning") else [], int8=int8_environment(target),
+    parity = read_export_metadata(path).get("parity")
+    if parity is not None:
+        parity = {**parity, "gated": True,
+                  "reference": "the QAT model it was exported from (fake-quantized, learned static scales)"}
+    quantization = {"scheme": "qat-static-qdq", "weights": "int8 symmetric", "activations": "uint8 learned scales",
+                    "embeddings": "int8" if quantize_embeddings else "fp32",
+                    "target": target.to_dict() if target is not None else None}  # fmt: skip
+    manifest = artifact_manifest(
+        "ort-static-int8", path, parameters=onnx_parameter_counts(path), config=dict(config or {}),
+        source=source_record(source, training="quantization-aware (static scheme)"), quantization=quantization,
+        parity=parity, kernels=kernel_report(path, expect_int8=True), target=target,
     )
     write_manifest(out, manifest)
     return path

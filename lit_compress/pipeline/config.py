@@ -1,207 +1,293 @@
-"""Typed, validated configuration of the main job (``lit-compress pipeline``)."""
+"""The main job's own knobs, and the plan built from its YAML (``lit-compress pipeline``).
+
+Everything Lightning builds (datamodule, LightningModule, Trainer and its callbacks) is written as in a
+``lit-compress fit`` recipe and parsed by LightningCLI (:mod:`lit_compress.pipeline.recipes`); only the knobs
+that belong to the pipeline itself are typed here: which stages run, the teacher's ``finetune``, the vocabulary
+trimming and the schedule fractions of the compression stages, the export formats and the benchmark's budget.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from lit_compress.data.embedded import EMBEDDED_DATA, TextMode
+from lit_compress.bench.suite import BenchmarkSettings
+from lit_compress.errors import UserInputError
+from lit_compress.export.api import export_model
 from lit_compress.export.parity import Int8Gate
-from lit_compress.models.hub import EMBEDDED_MODEL
+from lit_compress.pipeline.recipes import deep_merge, expand_dotted, parse_recipe, split_section
+
+StageName = Literal["teacher", "distill", "prune", "qat", "export", "benchmark"]
+STAGES: tuple[str, ...] = ("teacher", "distill", "prune", "qat", "export", "benchmark")
+TRAINING_STAGES = ("teacher", "distill", "prune", "qat")
+#: The model class of a training stage when neither ``defaults`` nor the stage names one.
+STAGE_MODELS = {"teacher": "lit_compress.distill.ClassifierModule", "distill": "lit_compress.distill.DistillationModule",
+                "prune": "lit_compress.distill.DistillationModule", "qat": "lit_compress.distill.DistillationModule"}
+DATAMODULE = "lit_compress.data.TextClassificationDataModule"
 
 
-@dataclass
-class DataConfig:
-    """Data of the run (see ``TextClassificationDataModule`` for each field)."""
-
-    dataset: str = EMBEDDED_DATA
-    dataset_config: str | None = None
-    data_files: dict[str, str] | None = None
-    text_column: str = "text"
-    label_column: str | None = "label"
-    text_mode: TextMode = "title_lead"
-    max_length: int = 128
-    batch_size: int = 32
-    num_workers: int = 0
-    seed: int = 42
-
-
-@dataclass
-class TrainConfig:
-    """Shared training knobs of a stage.
+@dataclass(frozen=True)
+class TeacherOptions:
+    """Teacher stage knobs.
 
     Attributes:
-        epochs: Passes over the training split.
-        lr: Peak AdamW learning rate.
-        weight_decay: AdamW weight decay.
-        warmup_ratio: Linear warm-up fraction.
-        max_steps: Stop after this many optimizer steps (``-1``: no limit; for quick runs and tests).
+        finetune: Fine-tune the teacher (``false``: only evaluate and save it).
     """
 
-    epochs: int = 3
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    max_steps: int = -1
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}.")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}.")
-
-
-@dataclass
-class TeacherConfig:
-    """Teacher stage: fine-tune ``model`` (``train.epochs = 0`` is not allowed; set ``finetune: false``)."""
-
-    model: str = EMBEDDED_MODEL
     finetune: bool = True
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, lr=1e-4))
 
 
-@dataclass
-class DistillConfig:
-    """Distillation stage: the student keeps ``layers`` of the teacher, or is loaded from ``student``."""
-
-    layers: list[int] | None = field(default_factory=lambda: [0, 2, 4])
-    student: str | None = None
-    alpha: float = 0.5
-    temperature: float = 2.0
-    hidden_weight: float = 0.0
-    cosine_weight: float = 0.0
-    cache_teacher_logits: bool = True
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4, lr=1e-4))
-
-    def __post_init__(self) -> None:
-        if self.layers is None and self.student is None:
-            raise ValueError("Distillation needs `layers` (teacher layers to keep) or a `student` model.")
+@dataclass(frozen=True)
+class DistillOptions:
+    """The distillation stage has no knobs of its own (everything is in its recipe)."""
 
 
-@dataclass
-class PruneConfig:
-    """Compression stage: vocabulary trimming, then distillation with gradual structured pruning.
+@dataclass(frozen=True)
+class PruneOptions:
+    """Compression stage knobs (vocabulary trimming, then distillation with ``StructuredPruning``).
 
     Attributes:
-        enabled: Run the stage.
-        head_ratio: Final fraction of attention heads removed (per layer, or globally with ``scope: global``).
-        ffn_ratio: Final fraction of FFN intermediate channels removed.
-        importance: ``"taylor"`` (accumulated gate gradients) or ``"magnitude"``.
-        scope: ``"layer"`` or ``"global"`` ranking of heads/channels.
-        schedule_end: Fraction of the stage's steps at which the cubic schedule reaches the final ratios
-            (Zhu & Gupta 2017); the rest of the stage recovers accuracy.
         vocab_min_frequency: Keep tokens the training split uses at least this often (0 disables trimming).
-        alpha: Weight of the hard-label CE in this stage's distillation loss.
-        temperature: KD temperature.
-        train: Training knobs of the stage.
+        schedule_end: Fraction of the stage's steps at which each number-valued pruning ratio of the
+            ``StructuredPruning`` callback is reached by a cubic ramp
+            (:meth:`~lit_compress.prune.schedules.PolynomialDecay.over_fraction`); the rest recovers accuracy.
+        updates: Mask updates over the stage (sets the ramp's frequency and the callback's ``every_n_steps``).
     """
 
-    enabled: bool = True
-    head_ratio: float = 0.5
-    ffn_ratio: float = 0.75
-    importance: str = "taylor"
-    scope: str = "layer"
-    schedule_end: float = 0.6
     vocab_min_frequency: int = 2
-    alpha: float = 0.5
-    temperature: float = 2.0
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5, lr=1e-4))
+    schedule_end: float = 0.6
+    updates: int = 50
 
     def __post_init__(self) -> None:
-        for name in ("head_ratio", "ffn_ratio"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"prune.{name} must be in [0, 1), got {getattr(self, name)}.")
         if not 0.0 < self.schedule_end <= 1.0:
             raise ValueError(f"prune.schedule_end must be in (0, 1], got {self.schedule_end}.")
         if self.vocab_min_frequency < 0:
             raise ValueError(f"prune.vocab_min_frequency must be >= 0, got {self.vocab_min_frequency}.")
+        if self.updates < 1:
+            raise ValueError(f"prune.updates must be >= 1, got {self.updates}.")
 
 
-@dataclass
-class QATConfig:
-    """Quantization-aware distillation of the pruned student (dynamic and/or static activation schemes).
+@dataclass(frozen=True)
+class QATOptions:
+    """Quantization-aware distillation knobs; one stage (``qat_<scheme>``) runs per scheme.
 
     Attributes:
-        schemes: ``"dynamic"`` (mimics ORT dynamic quantization; the deploy artifact) and/or ``"static"``
-            (learned activation scales, exported as Q/DQ ONNX). Empty disables the stage.
-        start_fraction: Fraction of the steps trained in fp32 before fake quantization starts.
-        freeze_fraction: Fraction of the steps after which static observers freeze.
-        alpha: Weight of the hard-label CE.
-        temperature: KD temperature.
-        train: Training knobs of the stage.
+        schemes: ``"dynamic"`` (mimics ORT dynamic quantization) and/or ``"static"`` (learned activation
+            scales, exported as Q/DQ ONNX).
+        start_fraction: Fraction of the steps trained in fp32 before fake quantization starts (the callback's
+            ``start_step``).
+        freeze_fraction: Fraction of the steps after which static observers freeze (``freeze_observers_step``).
     """
 
-    schemes: list[str] = field(default_factory=lambda: ["dynamic", "static"])
+    schemes: tuple[str, ...] = ("dynamic", "static")
     start_fraction: float = 0.0
     freeze_fraction: float = 0.7
-    alpha: float = 0.5
-    temperature: float = 2.0
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, lr=3e-5))
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "schemes", tuple(self.schemes))
         unknown = set(self.schemes) - {"dynamic", "static"}
         if unknown:
             raise ValueError(f"qat.schemes has unknown entries {sorted(unknown)}; use 'dynamic' and/or 'static'.")
+        for name in ("start_fraction", "freeze_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"qat.{name} must be in [0, 1], got {getattr(self, name)}.")
 
 
-@dataclass
-class ExportConfig:
-    """ONNX / int8 export of the students.
-
-    Attributes:
-        formats: Artifact kinds for the distilled student (the compressed students get ORT fp32/int8).
-        per_channel: Per-output-channel int8 weight scales.
-        quantize_embeddings: Quantize the embedding tables too (the biggest size cut after trimming).
-        embedding_bits: Bits of the quantized embedding tables in the ORT artifacts (4: blockwise, 8: int8).
-        calibration_size: Training texts used to calibrate static quantization.
-        target: int8 deployment CPU: ``auto`` (the machine the job runs on) or a preset of
-            ``lit_compress.quant.targets.TARGETS`` (``avx2``, ``avx512``, ``avx512_vnni``, ``avx_vnni``, ``amx``,
-            ``arm64``, ``portable``). QAT trains on this target's weight grid and ORT quantizes to it.
-        int8_gate: Acceptance of int8 artifacts against the fake-quantized model that simulates them (argmax
-            agreement over the validation texts, at least ``min_texts``, and the logit error in steps).
-    """
-
-    formats: list[str] = field(
-        default_factory=lambda: ["onnx-fp32", "ort-dynamic-int8", "ort-static-int8", "torch-dynamic-int8"]
-    )
-    per_channel: bool = True
-    quantize_embeddings: bool = True
-    embedding_bits: int = 4
-    calibration_size: int = 256
-    target: str = "auto"
-    int8_gate: Int8Gate = field(default_factory=Int8Gate)
-
-    def __post_init__(self) -> None:
-        from lit_compress.quant.targets import AUTO, TARGETS
-
-        if self.target != AUTO and self.target not in TARGETS:
-            raise ValueError(f"export.target={self.target!r} is not an int8 target; use 'auto' (this CPU) or one "
-                             f"of {sorted(TARGETS)}.")
+OPTIONS = {"teacher": TeacherOptions, "distill": DistillOptions, "prune": PruneOptions, "qat": QATOptions}
 
 
-@dataclass
-class BenchConfig:
-    """Benchmark settings (the book's: one thread, 100 timed single queries after warm-up).
+@dataclass(frozen=True)
+class BenchmarkOptions:
+    """The benchmark stage: how variants are measured, and how the final artifact is chosen.
 
     Attributes:
-        enabled: Export and benchmark after training.
-        threads: Intra-op threads of every variant.
-        runs: Timed single-query calls per variant.
-        warmup: Untimed calls first.
-        batch_sizes: Batch sizes of the throughput measurement.
-        throughput_runs: Timed calls per batch size.
+        settings: :class:`~lit_compress.bench.suite.BenchmarkSettings` (threads, runs, warm-up, batch sizes).
         accuracy_budget: The final artifact is the fastest (p50) variant whose validation accuracy is at least
             the teacher's minus this many accuracy points (1.0: ``val_acc >= teacher_val_acc - 0.01``).
     """
 
-    enabled: bool = True
-    threads: int = 1
-    runs: int = 100
-    warmup: int = 10
-    batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 32])
-    throughput_runs: int = 10
+    settings: BenchmarkSettings = field(default_factory=BenchmarkSettings)
     accuracy_budget: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.accuracy_budget <= 100.0:
             raise ValueError(f"benchmark.accuracy_budget is in accuracy points and must be in [0, 100], got "
                              f"{self.accuracy_budget} (1.0 allows one point below the teacher on validation).")
+
+
+#: ``export_model`` arguments the pipeline sets itself (paths, texts, the run's config, ``data.max_length``).
+EXPORT_SET_BY_PIPELINE = ("model_dir", "out_dir", "formats", "calibration_texts", "parity_texts", "max_length",
+                          "run_config", "source_checkpoint")
+DEFAULT_EXPORT_FORMATS = ("onnx-fp32", "ort-dynamic-int8", "ort-static-int8", "torch-dynamic-int8")
+#: ``export_model``'s defaults, which the export options fall back to.
+EXPORT_DEFAULTS = {n: p.default for n, p in inspect.signature(export_model).parameters.items()
+                   if p.default is not inspect.Parameter.empty}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    """The export stage: ``formats`` of the distilled student, calibration texts, and ``export_model``'s own
+    keyword arguments (``per_channel``, ``target``, ``int8_gate``, ``quantize_embeddings``, ``embedding_bits``,
+    ``opset``, ...; their defaults are ``export_model``'s), which the QAT stages also follow."""
+
+    formats: tuple[str, ...] = DEFAULT_EXPORT_FORMATS
+    calibration_size: int = 256
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def option(self, name: str) -> Any:
+        """An ``export_model`` argument: as given, else ``export_model``'s default."""
+        return self.options[name] if name in self.options else EXPORT_DEFAULTS[name]
+
+    @property
+    def target(self) -> str:
+        return str(self.option("target"))
+
+    @property
+    def int8_gate(self) -> Int8Gate:
+        return self.option("int8_gate") or Int8Gate()
+
+    @property
+    def per_channel(self) -> bool:
+        return bool(self.option("per_channel"))
+
+    @property
+    def quantize_embeddings(self) -> bool:
+        return bool(self.option("quantize_embeddings"))
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """One training stage: its fit recipe (before the pipeline fills in what earlier stages made) and knobs."""
+
+    name: str
+    recipe: Mapping[str, Any]
+    options: Any
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The whole run, validated before the run directory exists."""
+
+    stages: tuple[str, ...]
+    training: Mapping[str, StagePlan]
+    export: ExportPlan
+    benchmark: BenchmarkOptions
+
+    def runs(self, stage: str) -> bool:
+        return stage in self.stages
+
+    def resolved(self) -> dict[str, Any]:
+        """The plan as plain data (the run's ``config.yaml``)."""
+        out: dict[str, Any] = {"stages": list(self.stages)}
+        for name, stage in self.training.items():
+            out[name] = {**dataclasses.asdict(stage.options), **stage.recipe}
+        gate = self.export.options.get("int8_gate")
+        options = {**self.export.options, **({"int8_gate": dataclasses.asdict(gate)} if gate else {})}
+        out["export"] = {"formats": list(self.export.formats), "calibration_size": self.export.calibration_size,
+                         **options}  # fmt: skip
+        bench = dataclasses.asdict(self.benchmark)
+        bench["settings"]["batch_sizes"] = list(bench["settings"]["batch_sizes"])
+        out["benchmark"] = bench
+        return out
+
+
+def build_plan(
+    stages: list[str] | None,
+    defaults: Mapping[str, Any] | None,
+    sections: Mapping[str, Mapping[str, Any] | None],
+    export: Mapping[str, Any] | None,
+    benchmark: BenchmarkOptions | None,
+) -> Plan:
+    """Merge ``defaults`` under each training stage, parse each recipe and the knobs, check the export options.
+
+    Raises:
+        UserInputError: One line naming the bad option and the fix.
+    """
+    chosen = tuple(STAGES if stages is None else [s for s in STAGES if s in stages])
+    unknown = sorted(set(stages or ()) - set(STAGES))
+    if unknown:
+        raise UserInputError(f"stages: unknown stage(s) {unknown}; choose from {list(STAGES)}.")
+    for required in ("teacher", "distill"):
+        if required not in chosen:
+            raise UserInputError(f"stages must include {required!r} (every later stage starts from its model).")
+    base = expand_dotted(defaults or {})
+    training = {name: _stage_plan(name, base, expand_dotted(sections.get(name) or {})) for name in TRAINING_STAGES}
+    return Plan(chosen, training, _export_plan(expand_dotted(export or {})), benchmark or BenchmarkOptions())
+
+
+def _stage_plan(name: str, defaults: Mapping[str, Any], section: Mapping[str, Any]) -> StagePlan:
+    skeleton = {"data": {"class_path": DATAMODULE}, "model": {"class_path": STAGE_MODELS[name]}}
+    merged = deep_merge(deep_merge(skeleton, defaults), section)
+    recipe, knobs = split_section(merged)
+    options = _options(name, OPTIONS[name], knobs, recipe["model"].get("class_path"))
+    parse_recipe(recipe, name)
+    return StagePlan(name, recipe, options)
+
+
+def _stage_options(stage: str, model: str | None, top: list[str]) -> list[str]:
+    """Dotted options of a stage, for "did you mean": its keys, the Trainer's and its model's parameters."""
+    import importlib
+
+    import lightning as L
+
+    from lit_compress.utils.parse_errors import option_names
+
+    names = [f"{stage}.{n}" for n in top] + option_names(L.Trainer, prefix=f"{stage}.trainer.")
+    module, _, name = (model or "").rpartition(".")
+    try:
+        names += option_names(getattr(importlib.import_module(module), name), prefix=f"{stage}.model.init_args.")
+    except (ImportError, AttributeError, ValueError):
+        pass
+    return names
+
+
+def _options(stage: str, cls: type, knobs: Mapping[str, Any], model: str | None = None) -> Any:
+    from lit_compress.pipeline.recipes import RECIPE_KEYS
+    from lit_compress.utils.parse_errors import suggest
+
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in knobs:
+        if key not in names:
+            guess = suggest(f"{stage}.{key}", _stage_options(stage, model, [*names, *RECIPE_KEYS]))
+            hint = f"; did you mean {guess!r}?" if guess else f"; a stage takes {list(RECIPE_KEYS[:4])} and {names}"
+            raise UserInputError(f"unknown option '{stage}.{key}'{hint} (lit-compress pipeline --help lists the "
+                                 "options)")  # fmt: skip
+    try:
+        return cls(**knobs)
+    except (TypeError, ValueError) as err:
+        raise UserInputError(f"{stage}: {err}") from err
+
+
+def _export_plan(section: Mapping[str, Any]) -> ExportPlan:
+    """``formats`` and ``calibration_size`` are the pipeline's; the rest is parsed as ``export_model``'s arguments."""
+    import argparse
+
+    from jsonargparse import ArgumentParser
+
+    from lit_compress.export.manifest import ARTIFACT_KINDS
+    from lit_compress.quant.targets import AUTO, TARGETS
+    from lit_compress.utils.parse_errors import describe_parse_error, option_names
+
+    section = dict(section)
+    formats = tuple(section.pop("formats", DEFAULT_EXPORT_FORMATS))
+    calibration_size = int(section.pop("calibration_size", 256))
+    bad = [f for f in formats if f not in ARTIFACT_KINDS]
+    if bad:
+        raise UserInputError(f"export.formats: unknown kind(s) {bad}; choose from {list(ARTIFACT_KINDS)}.")
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_function_arguments(export_model, "export", skip=set(EXPORT_SET_BY_PIPELINE))
+    try:
+        parsed = parser.parse_object({"export": section})
+    except argparse.ArgumentError as err:
+        names = [f"export.{n}" for n in option_names(export_model) if n not in EXPORT_SET_BY_PIPELINE]
+        raise UserInputError(describe_parse_error(str(err), extra=[*names, "export.formats", "export.calibration_size"],
+                                                  help_hint="lit-compress pipeline --help lists the options")) from err
+    options = {k: v for k, v in parser.instantiate_classes(parsed).export.items() if k in section}
+    target = options.get("target", AUTO)
+    if target != AUTO and target not in TARGETS:
+        raise UserInputError(f"export.target={target!r} is not an int8 target; use 'auto' (this CPU) or one of "
+                             f"{sorted(TARGETS)}.")  # fmt: skip
+    return ExportPlan(formats, calibration_size, options)

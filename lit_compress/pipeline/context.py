@@ -1,7 +1,8 @@
-"""The run directory and what stages hand to each other."""
+"""The run directory, and the typed results that stages hand to each other."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -15,6 +16,94 @@ from lit_compress.utils.io import write_json_atomic
 DONE_FILE = "stage.json"
 
 
+@dataclass(frozen=True)
+class TrainedModel:
+    """What a training stage leaves for the next ones.
+
+    Attributes:
+        stage: Stage that made it (``teacher``, ``distill``, ``prune``, ``qat_dynamic``, ``qat_static``).
+        variant: Its name in the summary table (``teacher``, ``student``, ``pruned``, ``qat_<scheme>``).
+        model_dir: Saved model (HF layout); its tokenizer is saved with it.
+        metrics: Test accuracy and macro-F1, parameters, size in MB.
+        recipe: The stage's resolved ``lit-compress fit`` recipe (``None`` for a stage that did not fit).
+    """
+
+    stage: str
+    variant: str
+    model_dir: Path
+    metrics: dict[str, Any]
+    recipe: Path | None = None
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        """The tokenizer the model was trained with (saved next to its weights)."""
+        return self.model_dir
+
+    def record(self, seconds: float | None) -> dict[str, Any]:
+        """The stage's ``stage.json`` (paths as strings; :meth:`from_record` reads it back)."""
+        plain = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {**{k: str(v) if isinstance(v, Path) else v for k, v in plain.items()}, "seconds": seconds}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> TrainedModel:
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        values = {k: record[k] for k in names if k in record}
+        for key in ("model_dir", "recipe", "teacher_dir", "artifact"):
+            if values.get(key) is not None:
+                values[key] = Path(values[key])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class PrunedModel(TrainedModel):
+    """The trimmed and pruned student, and the teacher trimmed to the same vocabulary.
+
+    Attributes:
+        teacher_dir: The teacher with the student's trimmed vocabulary (later stages distil from it).
+        architecture: Heads and FFN channels kept per layer (``ArchitectureSpec.to_dict``).
+        vocabulary: The vocabulary trimming report (empty when trimming is off).
+    """
+
+    teacher_dir: Path = Path()
+    architecture: dict[str, Any] = field(default_factory=dict)
+    vocabulary: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class QuantizedModel(TrainedModel):
+    """A QAT student (saved unwrapped to fp32), and for the static scheme its Q/DQ ONNX artifact.
+
+    Attributes:
+        scheme: ``dynamic`` or ``static``.
+        int8_target: The int8 target whose weight grid it trained on.
+        artifact: The Q/DQ ONNX file (static scheme only).
+    """
+
+    scheme: str = "dynamic"
+    int8_target: str = ""
+    artifact: Path | None = None
+
+
+@dataclass(frozen=True)
+class Deployable:
+    """One benchmarked variant: a trained model or an exported artifact.
+
+    Attributes:
+        name: Row label in the benchmark table.
+        source: Variant it was made from (``teacher``, ``student``, ``pruned``, ``qat_dynamic``, ``qat_static``).
+        kind: ``torch-fp32`` for a saved model, else the artifact kind (``ort-dynamic-int8``, ...).
+        path: Model directory or artifact directory.
+    """
+
+    name: str
+    source: str
+    kind: str
+    path: Path
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "source": self.source, "kind": self.kind, "path": str(self.path)}
+
+
 @dataclass
 class RunContext:
     """State shared by the stages of one run.
@@ -22,18 +111,40 @@ class RunContext:
     Attributes:
         run_dir: Directory that holds every stage's outputs (``<run_dir>/<stage>/``).
         resume: Skip stages whose ``stage.json`` exists (their outputs are reused).
-        models: Variant name -> saved model directory (HF layout), filled by training stages.
-        results: Variant name -> metrics, filled by evaluation stages.
+        teacher: The fine-tuned teacher.
+        student: The distilled student.
+        pruned: The trimmed and pruned student (``None`` when the stage does not run).
+        quantized: The QAT students, in the order of ``qat.schemes``.
         timings: Stage name -> wall seconds, filled by :class:`Stopwatch`.
         echo: Where the one-line summary of each finished stage goes (``None``: nowhere).
     """
 
     run_dir: Path
     resume: bool = False
-    models: dict[str, Path] = field(default_factory=dict)
-    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    teacher: TrainedModel | None = None
+    student: TrainedModel | None = None
+    pruned: PrunedModel | None = None
+    quantized: list[QuantizedModel] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     echo: Callable[[str], Any] | None = print
+
+    @property
+    def trained(self) -> list[TrainedModel]:
+        """Every trained model so far, in stage order."""
+        models = [self.teacher, self.student, self.pruned, *self.quantized]
+        return [m for m in models if m is not None]
+
+    @property
+    def distillation_teacher(self) -> Path:
+        """The teacher later stages distil from: the vocabulary-trimmed one once the prune stage ran."""
+        assert self.teacher is not None
+        return self.pruned.teacher_dir if self.pruned is not None else self.teacher.model_dir
+
+    @property
+    def latest_student(self) -> TrainedModel:
+        """The most compressed student before quantization (pruned, else distilled)."""
+        assert self.student is not None
+        return self.pruned or self.student
 
     def stage_dir(self, name: str) -> Path:
         path = self.run_dir / name

@@ -2,100 +2,116 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lit_compress.pipeline.config import BenchConfig, DataConfig, ExportConfig
-from lit_compress.pipeline.context import RunContext, Stopwatch
+from lit_compress.pipeline.config import BenchmarkOptions, ExportPlan
+from lit_compress.pipeline.context import Deployable, RunContext, Stopwatch, TrainedModel
 from lit_compress.pipeline.training import gate_texts, make_datamodule
 
-#: training-stage variant -> (artifact kinds to export, row label prefix)
-COMPRESSED_FORMATS = {
-    "pruned": ["onnx-fp32", "ort-dynamic-int8", "ort-static-int8"],
-    "qat_dynamic": ["ort-dynamic-int8"],
-}
+#: Artifact kinds of the compressed students (the distilled student gets ``export.formats``).
+COMPRESSED_FORMATS = {"pruned": ("onnx-fp32", "ort-dynamic-int8", "ort-static-int8"), "qat_dynamic": ("ort-dynamic-int8",)}
+#: Row label of each (variant, kind): what the benchmark table shows. Labels are for people; the records
+#: (:class:`~lit_compress.pipeline.context.Deployable`) carry the variant, kind and path.
+_PREFIX = {"teacher": "teacher", "student": "student", "pruned": "pruned+trimmed", "qat_dynamic": "pruned+trimmed QAT",
+           "qat_static": "pruned+trimmed QAT"}  # fmt: skip
+_KIND = {"torch-fp32": "torch fp32", "onnx-fp32": "ORT fp32", "ort-dynamic-int8": "ORT dynamic int8",
+         "ort-static-int8": "ORT static int8", "torch-dynamic-int8": "torch dynamic int8", "ort-int4": "ORT int4"}
 TEACHER, STUDENT = "teacher torch fp32", "student torch fp32"
-ROW_NAMES = {
-    ("student", "onnx-fp32"): "student ORT fp32",
-    ("student", "ort-dynamic-int8"): "student ORT dynamic int8",
-    ("student", "ort-static-int8"): "student ORT static int8",
-    ("student", "torch-dynamic-int8"): "student torch dynamic int8",
-    ("pruned", "onnx-fp32"): "pruned+trimmed ORT fp32",
-    ("pruned", "ort-dynamic-int8"): "pruned+trimmed PTQ ORT dynamic int8",
-    ("pruned", "ort-static-int8"): "pruned+trimmed PTQ ORT static int8",
-    ("qat_dynamic", "ort-dynamic-int8"): "pruned+trimmed QAT ORT dynamic int8",
-}
 
 
-def export_stage(ctx: RunContext, data: DataConfig, cfg: ExportConfig, config: dict[str, Any]) -> dict[str, Path]:
-    """Export the distilled student (all formats) and the compressed students; return row name -> artifact."""
+def label(variant: str, kind: str) -> str:
+    """The benchmark row of ``variant`` as ``kind``: ``pruned+trimmed PTQ ORT static int8``."""
+    if variant == "qat_static" and kind == "ort-static-int8":
+        return "pruned+trimmed QAT static int8 (Q/DQ)"
+    ptq = " PTQ" if variant == "pruned" and "int" in kind else ""
+    return f"{_PREFIX[variant]}{ptq} {_KIND[kind]}"
+
+
+def export_stage(ctx: RunContext, data: Mapping[str, Any], plan: ExportPlan, config: dict[str, Any]) -> list[Deployable]:
+    """Export the distilled student (``plan.formats``) and the compressed students; return the artifacts made.
+
+    The list follows the variants (student, pruned, QAT) and, within one, the kinds in the order asked; the
+    static QAT's Q/DQ artifact (written by its stage) comes last.
+    """
     from lit_compress.export.api import export_model
 
     stage = "export"
     out = ctx.stage_dir(stage)
-    done = ctx.load_done(stage)
-    if done is None:
-        dm = make_datamodule(data, str(ctx.models["teacher"]))
-        calibration = dm.texts("train")[: cfg.calibration_size]
-        parity = gate_texts(dm, cfg.int8_gate.min_texts)  # the validation split (topped up from train)
-        jobs = {"student": list(cfg.formats), **COMPRESSED_FORMATS}
+    jobs: dict[str, tuple[TrainedModel, tuple[str, ...]]] = {}
+    if ctx.student is not None:
+        jobs["student"] = (ctx.student, tuple(plan.formats))
+    for model in (ctx.pruned, *ctx.quantized):
+        if model is not None and model.variant in COMPRESSED_FORMATS:
+            jobs[model.variant] = (model, COMPRESSED_FORMATS[model.variant])
+    if ctx.load_done(stage) is None:
+        assert ctx.teacher is not None
+        dm = make_datamodule(data, str(ctx.teacher.model_dir))
+        calibration = dm.texts("train")[: plan.calibration_size]
+        parity = gate_texts(dm, plan.int8_gate.min_texts)  # the validation split (topped up from train)
         with Stopwatch(ctx, stage):
-            for variant, formats in jobs.items():
-                if variant not in ctx.models:
-                    continue
-                export_model(str(ctx.models[variant]), str(out / variant), formats=formats,
-                             calibration_texts=calibration, parity_texts=parity, per_channel=cfg.per_channel,
-                             quantize_embeddings=cfg.quantize_embeddings, embedding_bits=cfg.embedding_bits,
-                             max_length=data.max_length, run_config=config, target=cfg.target,
-                             int8_gate=cfg.int8_gate)
+            for variant, (model, formats) in jobs.items():
+                export_model(str(model.model_dir), str(out / variant), formats=list(formats),
+                             calibration_texts=calibration, parity_texts=parity, max_length=dm.max_length,
+                             run_config=config, **{"int8_gate": plan.int8_gate, **plan.options})  # fmt: skip
         ctx.mark_done(stage, {"seconds": ctx.timings[stage]})
-    artifacts = {}
-    for (variant, kind), row in ROW_NAMES.items():
-        if (out / variant / kind).is_dir():
-            artifacts[row] = out / variant / kind
-    static = ctx.run_dir / "qat_static" / "artifact"
-    if static.is_dir():
-        artifacts["pruned+trimmed QAT static int8 (Q/DQ)"] = static
+    artifacts = [a for variant in jobs for a in _exported(out / variant, variant)]
+    static = next((q for q in ctx.quantized if q.scheme == "static" and q.artifact is not None), None)
+    if static is not None:
+        artifacts.append(Deployable(label(static.variant, "ort-static-int8"), static.variant, "ort-static-int8",
+                                    Path(static.artifact).parent))  # fmt: skip
     return artifacts
 
 
-def benchmark_stage(ctx: RunContext, data: DataConfig, cfg: BenchConfig, artifacts: dict[str, Path]) -> str:
+def _exported(directory: Path, variant: str) -> list[Deployable]:
+    """The artifacts listed in an export's index manifest (skipped kinds are not there)."""
+    from lit_compress.export.manifest import MANIFEST_NAME
+
+    index = json.loads((directory / MANIFEST_NAME).read_text())
+    return [Deployable(label(variant, kind), variant, kind, directory / entry["dir"])
+            for kind, entry in index["artifacts"].items()]  # fmt: skip
+
+
+def benchmark_stage(ctx: RunContext, data: Mapping[str, Any], cfg: BenchmarkOptions,
+                    artifacts: list[Deployable]) -> tuple[Deployable, str]:  # fmt: skip
     """Benchmark the teacher, the student and every artifact side by side, choose the final artifact.
 
     Every variant is scored on the validation split (to choose) and on the test split (to report), its
     latency, throughput and size measured once. The final artifact is the fastest by p50 single-query latency
     among the students and artifacts whose validation accuracy is within ``cfg.accuracy_budget`` points of the
     teacher's (:func:`~lit_compress.bench.select.select_final`); the choice and its reason are printed, drawn
-    in the report and recorded in ``stage.json`` (``final``, ``final_reason``, ``final_path``, ``selection``).
+    in the report and recorded in ``stage.json`` (``final`` with its variant, kind and path, ``final_reason``,
+    ``selection``).
 
     Returns:
-        The Markdown report (the final artifact's line, then the table).
+        The chosen record, and the Markdown report (the final artifact's line, then the table).
     """
     from lit_compress.bench.api import read_selection, run_benchmark
-    from lit_compress.bench.suite import BenchmarkSettings, Variant
+    from lit_compress.bench.suite import Variant
 
     stage = "benchmark"
     out = ctx.stage_dir(stage)
-    dm = make_datamodule(data, str(ctx.models["teacher"]))
-    variants = [Variant(TEACHER, str(ctx.models["teacher"])), Variant(STUDENT, str(ctx.models["student"]))]
-    variants += [Variant(name, str(path)) for name, path in artifacts.items()]
+    assert ctx.teacher is not None and ctx.student is not None
+    dm = make_datamodule(data, str(ctx.teacher.model_dir))
+    records = [Deployable(TEACHER, "teacher", "torch-fp32", ctx.teacher.model_dir),
+               Deployable(STUDENT, "student", "torch-fp32", ctx.student.model_dir), *artifacts]  # fmt: skip
     val_labels, test_labels = dm.labels("validation"), dm.labels("test")
     if not val_labels or not test_labels:
         raise ValueError("The benchmark needs labelled validation (to choose the final artifact) and test (to "
                          "report) splits; the data has no labels for one of them.")  # fmt: skip
-    settings = BenchmarkSettings(threads=cfg.threads, runs=cfg.runs, warmup=cfg.warmup,
-                                 batch_sizes=tuple(cfg.batch_sizes), throughput_runs=cfg.throughput_runs)
     with Stopwatch(ctx, stage):
-        paths = run_benchmark(variants, dm.texts("test"), test_labels, str(out), label_names=dm.label_names,
-                              settings=settings, baseline=TEACHER, teacher=TEACHER,
-                              selection_texts=dm.texts("validation"), selection_labels=val_labels,
+        paths = run_benchmark([Variant(r.name, str(r.path)) for r in records], dm.texts("test"), test_labels,
+                              str(out), label_names=dm.label_names, settings=cfg.settings, baseline=TEACHER,
+                              teacher=TEACHER, selection_texts=dm.texts("validation"), selection_labels=val_labels,
                               accuracy_budget=cfg.accuracy_budget)  # fmt: skip
     selection = read_selection(paths["json"])
     if selection is None:  # run_benchmark always chooses when given selection texts
         raise RuntimeError(f"{paths['json']} holds no selection block.")
-    print(f"final artifact: {selection.chosen} — {selection.reason}")
-    record = {"seconds": ctx.timings[stage], "final": selection.chosen, "final_reason": selection.reason,
-              "final_path": {v.name: v.path for v in variants}[selection.chosen], "selection": selection.as_dict(),
-              "paths": {k: str(v) for k, v in paths.items()}}  # fmt: skip
+    final = next(r for r in records if r.name == selection.chosen)
+    print(f"final artifact: {final.name} — {selection.reason}")
+    record = {"seconds": ctx.timings[stage], "final": final.as_dict(), "final_reason": selection.reason,
+              "selection": selection.as_dict(), "paths": {k: str(v) for k, v in paths.items()}}  # fmt: skip
     ctx.mark_done(stage, record)
-    return Path(paths["markdown"]).read_text()
+    return final, Path(paths["markdown"]).read_text()

@@ -9,12 +9,13 @@ COLUMNS = (("variant", "{}"), ("accuracy", "{:.4f}"), ("macro_f1", "{:.4f}"), ("
 
 
 def summary_table(ctx: RunContext) -> str:
-    """A Markdown table of the variants evaluated so far, with wall times."""
+    """A Markdown table of the models trained so far, with wall times."""
     head = "| " + " | ".join(c for c, _ in COLUMNS) + " |"
     rule = "|" + "|".join("---" for _ in COLUMNS) + "|"
     rows = []
-    for name, res in ctx.results.items():
-        cells = [name] + [fmt.format(res[c]) if c in res else "" for c, fmt in COLUMNS[1:]]
+    for model in ctx.trained:
+        res = model.metrics
+        cells = [model.variant] + [fmt.format(res[c]) if c in res else "" for c, fmt in COLUMNS[1:]]
         rows.append("| " + " | ".join(cells) + " |")
     timing = ", ".join(f"{k} {v:.0f}s" for k, v in ctx.timings.items())
     return "\n".join([head, rule, *rows]) + (f"\n\nStage wall times: {timing}" if timing else "")
@@ -23,4 +24,5 @@ def summary_table(ctx: RunContext) -> str:
 def write_summary(ctx: RunContext, table: str) -> None:
     """Write ``results.md`` and ``results.json`` into the run directory."""
     write_text_atomic(ctx.run_dir / "results.md", table + "\n")
-    write_json_atomic(ctx.run_dir / "results.json", {"results": ctx.results, "timings": ctx.timings})
+    results = {m.variant: m.metrics for m in ctx.trained}
+    write_json_atomic(ctx.run_dir / "results.json", {"results": results, "timings": ctx.timings})

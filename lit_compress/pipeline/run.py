@@ -1,116 +1,199 @@
-"""``lit-compress pipeline``: the main job, a sequence of stages writing into one run directory."""
+"""``lit-compress pipeline``: the main job, a sequence of ``lit-compress fit`` recipes writing into one run directory."""
 
 from __future__ import annotations
 
-import dataclasses
+import inspect
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lit_compress.pipeline.config import (
-    BenchConfig,
-    DataConfig,
-    DistillConfig,
-    ExportConfig,
-    PruneConfig,
-    QATConfig,
-    TeacherConfig,
-)
 from lit_compress.errors import UserInputError
-from lit_compress.pipeline.context import DONE_FILE, RunContext
+from lit_compress.pipeline.config import BenchmarkOptions, Plan, StageName, build_plan
+from lit_compress.pipeline.recipes import deep_merge, expand_dotted
+from lit_compress.pipeline.context import DONE_FILE, Deployable, PrunedModel, QuantizedModel, RunContext, TrainedModel
 from lit_compress.pipeline.report import summary_table, write_summary
 from lit_compress.pipeline.stages import distill_stage, teacher_stage
+
+
+#: A section of the YAML, kept as plain data (``dict[str, Any]`` would make jsonargparse build every
+#: ``class_path`` it holds while parsing the command line; the stages' recipes are parsed by LightningCLI).
+Section = dict
+
+
+@dataclass(frozen=True)
+class RunResults:
+    """What a run made.
+
+    Attributes:
+        teacher: The fine-tuned teacher.
+        student: The distilled student.
+        pruned: The trimmed and pruned student (``None`` when the stage did not run).
+        quantized: The QAT students, one per scheme.
+        final: The final artifact chosen by the benchmark (``None`` when it did not run).
+    """
+
+    teacher: TrainedModel
+    student: TrainedModel
+    pruned: PrunedModel | None = None
+    quantized: tuple[QuantizedModel, ...] = ()
+    final: Deployable | None = None
 
 
 def run_pipeline(
     run_dir: str = "runs/main",
     resume: bool = False,
     threads: int | None = None,
-    data: DataConfig | None = None,
-    teacher: TeacherConfig | None = None,
-    distill: DistillConfig | None = None,
-    prune: PruneConfig | None = None,
-    qat: QATConfig | None = None,
-    export: ExportConfig | None = None,
-    benchmark: BenchConfig | None = None,
-) -> dict:
+    stages: list[StageName] | None = None,
+    defaults: Section | None = None,
+    teacher: Section | None = None,
+    distill: Section | None = None,
+    prune: Section | None = None,
+    qat: Section | None = None,
+    export: Section | None = None,
+    benchmark: BenchmarkOptions | None = None,
+) -> RunResults:
     """Fine-tune the teacher, distil a student, compress and export it, and benchmark every variant.
 
     Stages, each writing into ``run_dir/<stage>/``: ``teacher`` → ``distill`` → ``prune`` (vocabulary
     trimming + gradual structured pruning while distilling) → ``qat_dynamic`` / ``qat_static``
     (quantization-aware distillation) → ``export`` (ONNX, ORT int8, torch int8, with manifests) →
-    ``benchmark`` (the side-by-side table and plot). The resolved configuration is saved as
-    ``run_dir/config.yaml``; the final table as ``run_dir/results.md`` and ``run_dir/benchmark/``.
+    ``benchmark`` (the side-by-side table and plot, and the final artifact).
+
+    Each training stage's section (``teacher``, ``distill``, ``prune``, ``qat``) is a ``lit-compress fit``
+    recipe — ``seed_everything``, ``data``, ``model`` and ``trainer`` (callbacks included) as ``class_path`` /
+    ``init_args`` — plus the stage's own knobs (:mod:`lit_compress.pipeline.config`). ``defaults`` is
+    deep-merged under each of them and the stage's keys win (mappings merge key by key, lists and scalars are
+    replaced, and a section naming another ``class_path`` than ``defaults`` starts afresh); a dotted option on
+    the command line (``--prune.trainer.max_epochs 2``) lands in the same place. The pipeline fills in what a
+    stage receives from the earlier ones (the teacher and student directories, the tokenizer, the Trainer's
+    output directory and CSV logger, the callbacks' step schedules) and writes the result as
+    ``run_dir/<stage>/recipe.yaml``, which ``lit-compress fit --config`` runs on its own. The resolved
+    configuration is saved as ``run_dir/config.yaml``; the final table as ``run_dir/results.md`` and
+    ``run_dir/benchmark/``.
 
     Args:
         run_dir: Output directory of the run.
         resume: Reuse stages already completed in ``run_dir`` (their ``stage.json`` exists).
         threads: torch intra-op threads for training (default: all cores).
-        data: Dataset and tokenization.
-        teacher: Teacher fine-tuning.
-        distill: Student distillation.
-        prune: Vocabulary trimming and structured pruning (``enabled: false`` skips it).
-        qat: Quantization-aware training (``schemes: []`` skips it).
-        export: ONNX / int8 export.
-        benchmark: Benchmark settings (``enabled: false`` skips export and benchmark).
+        stages: The stages to run (default all; ``teacher`` and ``distill`` always run).
+        defaults: Recipe keys shared by every training stage (data, common Trainer keys, distillation loss).
+        teacher: The teacher's recipe (``model``: a ``ClassifierModule``) and ``finetune``.
+        distill: The distillation recipe (``model``: a ``DistillationModule``; ``student_layers`` or ``student``).
+        prune: The pruning recipe (a ``StructuredPruning`` callback), ``vocab_min_frequency``, ``schedule_end``.
+        qat: The QAT recipe (a ``QuantizationAwareTraining`` callback), ``schemes``, ``start_fraction``,
+            ``freeze_fraction``.
+        export: ``formats`` of the distilled student, ``calibration_size``, and ``export_model``'s own options
+            (``per_channel``, ``target``, ``int8_gate``, ``quantize_embeddings``, ...).
+        benchmark: Benchmark settings and the final artifact's ``accuracy_budget``.
 
     Returns:
-        The training-stage results per variant.
+        The trained models and the final artifact.
     """
     import torch
 
-    sections = {
-        "data": data or DataConfig(), "teacher": teacher or TeacherConfig(), "distill": distill or DistillConfig(),
-        "prune": prune or PruneConfig(), "qat": qat or QATConfig(), "export": export or ExportConfig(),
-        "benchmark": benchmark or BenchConfig(),
-    }
+    plan = build_plan(stages, defaults, {"teacher": teacher, "distill": distill, "prune": prune, "qat": qat},
+                      export, benchmark)  # fmt: skip
     if threads:
         torch.set_num_threads(threads)
     ctx = RunContext(run_dir=Path(run_dir), resume=resume)
-    check_inputs(ctx, sections)
+    check_inputs(ctx, plan)
     created = not ctx.run_dir.exists()
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        resolved = save_resolved_config(ctx.run_dir, run_dir=run_dir, threads=threads, **sections)
-        _train(ctx, sections)
+        resolved = save_resolved_config(ctx.run_dir, plan, run_dir=run_dir, threads=threads)
+        _train(ctx, plan, resolved)
     except UserInputError:
         if created:
             _remove_unfinished(ctx.run_dir)
         raise
     table = summary_table(ctx)
     print("\nTraining stages (test split, PyTorch):\n" + table)
-    bench = sections["benchmark"]
-    if bench.enabled:
+    final = None
+    data = plan.training["teacher"].recipe["data"]
+    if plan.runs("export") or plan.runs("benchmark"):
         from lit_compress.pipeline.deploy import benchmark_stage, export_stage
 
-        artifacts = export_stage(ctx, sections["data"], sections["export"], resolved)
-        bench_table = benchmark_stage(ctx, sections["data"], bench, artifacts)
-        print("\nBenchmark (test split, batch 1 latency, %d thread(s)):\n%s" % (bench.threads, bench_table))
-        table += "\n\n## Benchmark\n\n" + bench_table
+        artifacts = export_stage(ctx, data, plan.export, resolved) if plan.runs("export") else []
+        if plan.runs("benchmark"):
+            final, bench_table = benchmark_stage(ctx, data, plan.benchmark, artifacts)
+            print("\nBenchmark (test split, batch 1 latency, %d thread(s)):\n%s"
+                  % (plan.benchmark.settings.threads, bench_table))  # fmt: skip
+            table += "\n\n## Benchmark\n\n" + bench_table
     write_summary(ctx, table)
-    return ctx.results
+    assert ctx.teacher is not None and ctx.student is not None
+    return RunResults(ctx.teacher, ctx.student, ctx.pruned, tuple(ctx.quantized), final)
 
 
-def check_inputs(ctx: RunContext, sections: dict[str, Any]) -> None:
+#: Sections of the YAML that are plain data, and so take dotted options on the command line.
+SECTIONS = ("defaults", "teacher", "distill", "prune", "qat", "export")
+
+
+def pipeline_cli(args: list[str]) -> RunResults:
+    """``lit-compress pipeline [--config FILE] [options]``: :func:`run_pipeline` from the command line.
+
+    jsonargparse parses the typed options (``--run_dir``, ``--resume``, ``--benchmark.settings.runs``, ...) and
+    the ``--config`` files; a dotted option into a section (``--prune.trainer.max_epochs 2``,
+    ``--defaults.data.init_args.max_length 32``) is deep-merged into that section afterwards, so it changes one
+    key and keeps the rest of the section (jsonargparse would replace the section's nested mapping).
+    """
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    rest, overrides = _split_section_options(args)
+    parser = ArgumentParser(prog="lit-compress pipeline", exit_on_error=False,
+                            description=(run_pipeline.__doc__ or "").split("\n")[0])  # fmt: skip
+    parser.add_argument("--config", action=ActionConfigFile,
+                        help="A YAML file of the options (configs/main.yaml). A dotted option into a section "
+                             f"({', '.join(SECTIONS)}), e.g. --prune.trainer.max_epochs 2, is deep-merged into "
+                             "it after the files (--print_config shows the files and typed options only).")
+    parser.add_function_arguments(run_pipeline, as_positional=False)
+    init = parser.instantiate_classes(parser.parse_args(rest))
+    kwargs = {name: init[name] for name in inspect.signature(run_pipeline).parameters}
+    for section, items in overrides.items():
+        kwargs[section] = deep_merge(expand_dotted(kwargs.get(section) or {}), expand_dotted(items))
+    return run_pipeline(**kwargs)
+
+
+def _split_section_options(args: list[str]) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """``["--prune.trainer.max_epochs", "2", "--resume"]`` -> ``(["--resume"], {"prune": {"trainer.max_epochs": "2"}})``."""
+    rest: list[str] = []
+    overrides: dict[str, dict[str, str]] = {}
+    tokens = iter(args)
+    for token in tokens:
+        name, eq, value = token[2:].partition("=")
+        section, dot, key = name.partition(".")
+        if not (token.startswith("--") and dot and key and section in SECTIONS):
+            rest.append(token)
+            continue
+        overrides.setdefault(section, {})[key] = value if eq else next(tokens, "")
+    return rest, overrides
+
+
+def check_inputs(ctx: RunContext, plan: Plan) -> None:
     """Refuse bad data or model inputs before the run directory exists (cheap checks, no training).
 
     Local data files must exist, read as their format and have the text/label columns; the teacher (and a
     given student) must resolve to a local directory, a readable ``.ckpt``, the embedded default, or a hub
-    model that is cached or reachable. Stages already completed in a resumed run are not re-checked.
+    model that is cached or reachable. Stages already completed in a resumed run are not re-checked. (The
+    recipes and knobs were parsed already, by :func:`~lit_compress.pipeline.config.build_plan`.)
 
     Raises:
         UserInputError: What is wrong and which option fixes it.
     """
     from lit_compress.data.sources import check_source
-    from lit_compress.models.hub import check_model
+    from lit_compress.models.hub import EMBEDDED_MODEL, check_model
     from lit_compress.pipeline.training import make_datamodule
 
-    teacher, distill = sections["teacher"], sections["distill"]
-    check_source(make_datamodule(sections["data"], teacher.model).source)
+    recipe = plan.training["teacher"].recipe
+    teacher = recipe["model"].get("init_args", {}).get("model") or EMBEDDED_MODEL
+    dm = make_datamodule(recipe["data"], teacher)
+    if getattr(dm, "source", None) is not None:
+        check_source(dm.source)
     if ctx.load_done("teacher") is None:
-        check_model(teacher.model)
-    if distill.student and ctx.load_done("distill") is None:
-        check_model(distill.student)
+        check_model(teacher)
+    student = plan.training["distill"].recipe["model"].get("init_args", {}).get("student")
+    if student and ctx.load_done("distill") is None:
+        check_model(student)
 
 
 def _remove_unfinished(run_dir: Path) -> None:
@@ -121,27 +204,27 @@ def _remove_unfinished(run_dir: Path) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _train(ctx: RunContext, sections: dict[str, Any]) -> None:
+def _train(ctx: RunContext, plan: Plan, resolved: dict[str, Any]) -> None:
     from lit_compress.pipeline.compress import prune_stage, qat_stage
 
-    data, export = sections["data"], sections["export"]
-    teacher_stage(ctx, data, sections["teacher"])
-    distill_stage(ctx, data, sections["distill"])
-    prune_stage(ctx, data, sections["prune"])
-    for scheme in sections["qat"].schemes:
-        qat_stage(ctx, data, sections["qat"], scheme, export)
+    ctx.teacher = teacher_stage(ctx, plan.training["teacher"])
+    ctx.student = distill_stage(ctx, plan.training["distill"])
+    if plan.runs("prune"):
+        ctx.pruned = prune_stage(ctx, plan.training["prune"])
+    if plan.runs("qat"):
+        qat = plan.training["qat"]
+        for scheme in qat.options.schemes:
+            ctx.quantized.append(qat_stage(ctx, qat, scheme, plan.export, resolved))
 
 
-def save_resolved_config(out_dir: Path, **sections: object) -> dict[str, Any]:
+def save_resolved_config(out_dir: Path, plan: Plan, **top: object) -> dict[str, Any]:
     """Write the fully resolved configuration of the run as YAML (atomically) and return it."""
     import yaml
 
+    from lit_compress.pipeline.recipes import plain_data
     from lit_compress.utils.io import write_text_atomic
 
-    def plain(value: object) -> object:
-        return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value  # type: ignore[arg-type]
-
-    resolved: dict[str, Any] = {k: plain(v) for k, v in sections.items()}
+    resolved: dict[str, Any] = plain_data({**top, **plan.resolved()})
     resolved["lit_compress_version"] = _version()
     resolved["cwd"] = os.getcwd()
     write_text_atomic(out_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))

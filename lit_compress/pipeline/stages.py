@@ -1,96 +1,95 @@
-"""Stages of the main job. Each writes into ``<run_dir>/<stage>/`` and records ``stage.json`` when done."""
+"""Training stages of the main job. Each fills its fit recipe with what earlier stages made, writes it as
+``<run_dir>/<stage>/recipe.yaml``, trains it as ``lit-compress fit`` would, and records ``stage.json`` when done."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
 
-import lightning as L
-
-from lit_compress.distill.classifier import ClassifierModule
-from lit_compress.distill.module import DistillationModule
-from lit_compress.models.hub import load_tokenizer
-from lit_compress.models.io import save_model_dir
-from lit_compress.pipeline.config import DataConfig, DistillConfig, TeacherConfig
 from lit_compress.bench.suite import MB
-from lit_compress.pipeline.context import RunContext, Stopwatch, dir_size
-from lit_compress.pipeline.training import make_datamodule, make_trainer, test_metrics
+from lit_compress.models.io import save_model_dir
+from lit_compress.pipeline.config import StagePlan
+from lit_compress.pipeline.context import RunContext, Stopwatch, TrainedModel, dir_size
+from lit_compress.pipeline.recipes import deep_merge
+from lit_compress.pipeline.training import fit_recipe, with_stage_outputs, with_tokenizer
+
+T = TypeVar("T", bound=TrainedModel)
 
 
-def _record(ctx: RunContext, variant: str, stage: str, record: dict[str, Any]) -> None:
-    ctx.models[variant] = ctx.run_dir / stage / "model"
-    ctx.results[variant] = record["metrics"]
-
-
-def _reuse(ctx: RunContext, variant: str, stage: str) -> bool:
+def reuse(ctx: RunContext, stage: str, kind: type[T]) -> T | None:
+    """The result of ``stage`` when resuming a run that completed it, else ``None``."""
     done = ctx.load_done(stage)
     if done is None:
-        return False
-    _record(ctx, variant, stage, done)
+        return None
     print(f"[{stage}] reusing {ctx.run_dir / stage} (resume)")
-    return True
+    if "model_dir" not in done:  # a stage.json written before typed results: the layout was the same
+        done = {**done, "stage": stage, "model_dir": str(ctx.run_dir / stage / "model")}
+    return kind.from_record(done)
 
 
-def _model_metrics(model: Any, model_dir: Any, metrics: dict[str, float]) -> dict[str, Any]:
+def fill(recipe: Mapping[str, Any], out_dir: Path, tokenizer: str | Path, **model_args: Any) -> dict[str, Any]:
+    """The stage's recipe with its inputs filled in: the datamodule's tokenizer, ``model.init_args`` from earlier
+    stages, and the Trainer's output directory."""
+    filled = {**recipe, "data": with_tokenizer(recipe["data"], str(tokenizer))}
+    if model_args:
+        filled = deep_merge(filled, {"model": {"init_args": {k: str(v) if isinstance(v, Path) else v
+                                                             for k, v in model_args.items()}}})  # fmt: skip
+    return with_stage_outputs(filled, out_dir)
+
+
+def train(ctx: RunContext, stage: str, recipe: Mapping[str, Any], *, fit: bool = True) -> tuple[Any, dict[str, float]]:
+    """Fit and test the filled ``recipe`` of ``stage``, timed."""
+    with Stopwatch(ctx, stage):
+        return fit_recipe(recipe, ctx.stage_dir(stage), stage, fit=fit)
+
+
+def finish(ctx: RunContext, kind: type[T], stage: str, variant: str, model: Any, tokenizer: Any,
+           metrics: dict[str, float], **extra: Any) -> T:  # fmt: skip
+    """Save the stage's model with its tokenizer, record the stage as done, return its typed result."""
+    model_dir = save_model_dir(model, ctx.run_dir / stage / "model", tokenizer=tokenizer)
     params = sum(p.numel() for p in model.parameters())
-    return {**metrics, "parameters": params, "size_mb": round(dir_size(model_dir) / MB, 2)}
+    metrics = {**metrics, "parameters": params, "size_mb": round(dir_size(model_dir) / MB, 2)}
+    result = kind(stage=stage, variant=variant, model_dir=Path(model_dir), metrics=metrics,
+                  recipe=ctx.run_dir / stage / "recipe.yaml", **extra)  # fmt: skip
+    ctx.mark_done(stage, result.record(ctx.timings.get(stage)))
+    return result
 
 
-def teacher_stage(ctx: RunContext, data: DataConfig, cfg: TeacherConfig) -> None:
+def teacher_stage(ctx: RunContext, plan: StagePlan) -> TrainedModel:
     """Fine-tune the teacher on the run's data (or only evaluate it with ``finetune: false``)."""
     stage = "teacher"
-    if _reuse(ctx, stage, stage):
-        return
+    done = reuse(ctx, stage, TrainedModel)
+    if done is not None:
+        return done
     out = ctx.stage_dir(stage)
-    L.seed_everything(data.seed, workers=True)
-    dm = make_datamodule(data, cfg.model)
-    module = ClassifierModule(cfg.model, labels=dm.label_names, lr=cfg.train.lr,
-                              weight_decay=cfg.train.weight_decay, warmup_ratio=cfg.train.warmup_ratio)
-    trainer = make_trainer(cfg.train, out)
-    with Stopwatch(ctx, stage):
-        if cfg.finetune:
-            trainer.fit(module, datamodule=dm)
-        metrics = test_metrics(trainer, module, dm)
-    model_dir = save_model_dir(module.model, out / "model", tokenizer=dm.tokenizer)
-    record = {"metrics": _model_metrics(module.model, model_dir, metrics), "seconds": ctx.timings[stage]}
-    ctx.mark_done(stage, record)
-    _record(ctx, stage, stage, record)
+    model = plan.recipe["model"].get("init_args", {}).get("model")
+    recipe = fill(plan.recipe, out, tokenizer=model) if model else with_stage_outputs(plan.recipe, out)
+    cli, metrics = train(ctx, stage, recipe, fit=plan.options.finetune)
+    return finish(ctx, TrainedModel, stage, "teacher", cli.model.model, cli.datamodule.tokenizer, metrics)
 
 
-def fit_distillation(
-    ctx: RunContext, stage: str, data: DataConfig, tokenizer: str, module: DistillationModule,
-    train: Any, callbacks: list[Any] | None = None,
-) -> dict[str, float]:
-    """Fit ``module`` on the run's data tokenized with ``tokenizer``; return its test metrics."""
-    L.seed_everything(data.seed, workers=True)
-    dm = make_datamodule(data, tokenizer)
-    trainer = make_trainer(train, ctx.stage_dir(stage), callbacks=callbacks)
-    with Stopwatch(ctx, stage):
-        trainer.fit(module, datamodule=dm)
-        return test_metrics(trainer, module, dm)
+def distill_stage(ctx: RunContext, plan: StagePlan) -> TrainedModel:
+    """Distil the fine-tuned teacher into a smaller student (``student_layers`` of it, or a given ``student``)."""
+    stage = "distill"
+    done = reuse(ctx, stage, TrainedModel)
+    if done is not None:
+        return done
+    assert ctx.teacher is not None
+    out = ctx.stage_dir(stage)
+    teacher_dir = ctx.teacher.model_dir
+    student = plan.recipe["model"].get("init_args", {}).get("student")
+    recipe = seeded(fill(plan.recipe, out, tokenizer=student or teacher_dir, teacher=teacher_dir))
+    cli, metrics = train(ctx, stage, recipe)
+    return finish(ctx, TrainedModel, stage, "student", cli.model.student, cli.datamodule.tokenizer, metrics)
 
 
-def finish_stage(ctx: RunContext, stage: str, variant: str, model: Any, tokenizer: Any,
-                 metrics: dict[str, float], **extra: Any) -> None:
-    """Save the stage's model with its tokenizer, then record the stage as done."""
-    model_dir = save_model_dir(model, ctx.run_dir / stage / "model", tokenizer=tokenizer)
-    record = {"metrics": _model_metrics(model, model_dir, metrics), "seconds": ctx.timings.get(stage), **extra}
-    ctx.mark_done(stage, record)
-    _record(ctx, variant, stage, record)
-
-
-def distill_stage(ctx: RunContext, data: DataConfig, cfg: DistillConfig) -> None:
-    """Distil the fine-tuned teacher into a smaller student."""
-    stage, variant = "distill", "student"
-    if _reuse(ctx, variant, stage):
-        return
-    teacher_dir = str(ctx.models["teacher"])
-    module = DistillationModule(
-        teacher=teacher_dir, student=cfg.student, student_layers=cfg.layers,
-        labels=make_datamodule(data, teacher_dir).label_names,
-        alpha=cfg.alpha, temperature=cfg.temperature, hidden_weight=cfg.hidden_weight,
-        cosine_weight=cfg.cosine_weight, cache_teacher_logits=cfg.cache_teacher_logits,
-        lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, warmup_ratio=cfg.train.warmup_ratio,
-    )
-    tokenizer_name = cfg.student or teacher_dir
-    metrics = fit_distillation(ctx, stage, data, tokenizer_name, module, cfg.train)
-    finish_stage(ctx, stage, variant, module.student, load_tokenizer(tokenizer_name), metrics)
+def seeded(recipe: Mapping[str, Any]) -> dict[str, Any]:
+    """``recipe`` with :class:`~lit_compress.pipeline.seeding.SeedBeforeFit` first among its callbacks (the
+    distillation stages: their models are built from earlier stages' directories, which may draw random numbers)."""
+    trainer = dict(recipe.get("trainer") or {})
+    callbacks = trainer.get("callbacks") or []
+    callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
+    seed = {"class_path": "lit_compress.pipeline.seeding.SeedBeforeFit",
+            "init_args": {"seed": int(recipe.get("seed_everything") or 0)}}  # fmt: skip
+    return {**recipe, "trainer": {**trainer, "callbacks": [seed, *callbacks]}}

@@ -4,33 +4,24 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
-from lit_compress.data.datamodule import TextClassificationDataModule
-from lit_compress.pipeline.config import DataConfig, TrainConfig
+from lit_compress.pipeline.recipes import deep_merge, instantiate, instantiate_datamodule, write_recipe
 
 
-def make_datamodule(data: DataConfig, tokenizer: str) -> TextClassificationDataModule:
-    """The run's datamodule, tokenizing with ``tokenizer`` (a model directory or name)."""
-    return TextClassificationDataModule(
-        dataset=data.dataset,
-        dataset_config=data.dataset_config,
-        data_files=data.data_files,
-        text_column=data.text_column,
-        label_column=data.label_column,
-        text_mode=data.text_mode,
-        tokenizer=tokenizer,
-        max_length=data.max_length,
-        batch_size=data.batch_size,
-        num_workers=data.num_workers,
-        seed=data.seed,
-    )
+def make_datamodule(data: Mapping[str, Any], tokenizer: str) -> Any:
+    """The run's datamodule (a recipe's ``data`` section), tokenizing with ``tokenizer`` (a model directory or name)."""
+    return instantiate_datamodule(with_tokenizer(data, tokenizer))
+
+
+def with_tokenizer(data: Mapping[str, Any], tokenizer: str) -> dict[str, Any]:
+    """A copy of the ``data`` section whose ``init_args.tokenizer`` is ``tokenizer``."""
+    return deep_merge(data, {"init_args": {"tokenizer": str(tokenizer)}})
 
 
 #: Loggers of Lightning's ``rank_zero_info`` (the pytorch one is used at runtime; fabric's is the fallback).
@@ -65,27 +56,28 @@ def quiet_lightning() -> None:
             logger.addFilter(_drop_tips)
 
 
-def make_trainer(train: TrainConfig, out_dir: Path, callbacks: list[Callback] | None = None, **kwargs: Any) -> L.Trainer:
-    """A Trainer that logs CSV metrics into ``out_dir/logs`` and keeps no checkpoints of its own.
+def with_stage_outputs(recipe: Mapping[str, Any], out_dir: Path) -> dict[str, Any]:
+    """A copy of ``recipe`` whose Trainer writes into ``out_dir``: ``default_root_dir``, and CSV metrics in
+    ``out_dir/logs`` unless the recipe names a logger (offline, no account)."""
+    logger = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(out_dir), "name": "logs"}}
+    trainer = dict(recipe.get("trainer") or {})
+    trainer.setdefault("default_root_dir", str(out_dir))
+    trainer.setdefault("logger", logger)
+    return {**recipe, "trainer": trainer}
 
-    The model summary is off and the harmless per-stage warnings are filtered (:func:`quiet_lightning`), so
-    a run shows the progress bars and one line per finished stage.
+
+def fit_recipe(recipe: Mapping[str, Any], out_dir: Path, stage: str, *, fit: bool = True) -> tuple[Any, dict[str, float]]:
+    """Write ``recipe`` as ``out_dir/recipe.yaml``, build it as ``lit-compress fit --config`` would, fit, test.
+
+    Returns:
+        The LightningCLI object (``.model``, ``.datamodule``, ``.trainer``) and the test metrics.
     """
+    write_recipe(out_dir / "recipe.yaml", recipe, stage)
     quiet_lightning()
-    defaults: dict[str, Any] = {
-        "max_epochs": train.epochs,
-        "max_steps": train.max_steps,
-        "accelerator": "auto",
-        "devices": 1,
-        "logger": CSVLogger(str(out_dir), name="logs"),
-        "enable_checkpointing": False,
-        "enable_model_summary": False,
-        "num_sanity_val_steps": 0,
-        "log_every_n_steps": 10,
-        "callbacks": callbacks or [],
-    }
-    defaults.update(kwargs)
-    return L.Trainer(**defaults)
+    cli = instantiate(recipe)
+    if fit:
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    return cli, test_metrics(cli.trainer, cli.model, cli.datamodule)
 
 
 def test_metrics(trainer: L.Trainer, module: L.LightningModule, dm: L.LightningDataModule) -> dict[str, float]:

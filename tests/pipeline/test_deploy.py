@@ -11,11 +11,17 @@ from pathlib import Path
 
 import pytest
 
+from lit_compress.bench.suite import BenchmarkSettings
 from lit_compress.export.parity import Int8Gate
-
 from lit_compress.pipeline import deploy
-from lit_compress.pipeline.config import BenchConfig, DataConfig, ExportConfig
-from lit_compress.pipeline.context import RunContext
+from lit_compress.pipeline.config import BenchmarkOptions, ExportPlan
+from lit_compress.pipeline.context import Deployable, RunContext, TrainedModel
+
+DATA = {"class_path": "lit_compress.data.TextClassificationDataModule", "init_args": {}}
+
+
+def bench(runs: int = 100, **kwargs) -> BenchmarkOptions:
+    return BenchmarkOptions(BenchmarkSettings(runs=runs), **kwargs)
 
 #: name -> (val acc, test acc, p50 ms, bytes); the Q/DQ row is fastest and best on *test*, 2 points down on val
 FIGURES = {
@@ -29,6 +35,7 @@ FIGURES = {
 
 class StubData:
     label_names = ["a", "b"]
+    max_length = 16
 
     def texts(self, split: str) -> list[str]:
         return [f"{split} text {i}" for i in range(4 if split == "validation" else 6)]
@@ -53,15 +60,33 @@ def stage(tmp_path, monkeypatch):
 
     monkeypatch.setattr("lit_compress.bench.api.benchmark_variants", fake_benchmark_variants)
     monkeypatch.setattr(deploy, "make_datamodule", lambda data, tokenizer: StubData())
-    ctx = RunContext(run_dir=tmp_path / "run")
-    ctx.models = {"teacher": tmp_path / "teacher", "student": tmp_path / "student"}
-    artifacts = {name: tmp_path / name for name in list(FIGURES)[2:]}
+    ctx = run_context(tmp_path)
+    sources = {"pruned+trimmed QAT static int8 (Q/DQ)": ("qat_static", "ort-static-int8"),
+               "pruned+trimmed PTQ ORT dynamic int8": ("pruned", "ort-dynamic-int8"),
+               "pruned+trimmed QAT ORT dynamic int8": ("qat_dynamic", "ort-dynamic-int8")}
+    artifacts = [Deployable(name, *sources[name], tmp_path / name) for name in list(FIGURES)[2:]]
     return ctx, artifacts, calls
+
+
+def run_context(tmp_path: Path) -> RunContext:
+    ctx = RunContext(run_dir=tmp_path / "run")
+    ctx.teacher = TrainedModel("teacher", "teacher", tmp_path / "teacher", {})
+    ctx.student = TrainedModel("distill", "student", tmp_path / "student", {})
+    return ctx
+
+
+def test_row_labels_of_the_variants():
+    assert deploy.label("student", "onnx-fp32") == "student ORT fp32"
+    assert deploy.label("student", "torch-dynamic-int8") == "student torch dynamic int8"
+    assert deploy.label("pruned", "onnx-fp32") == "pruned+trimmed ORT fp32"
+    assert deploy.label("pruned", "ort-static-int8") == "pruned+trimmed PTQ ORT static int8"
+    assert deploy.label("qat_dynamic", "ort-dynamic-int8") == "pruned+trimmed QAT ORT dynamic int8"
+    assert deploy.label("qat_static", "ort-static-int8") == "pruned+trimmed QAT static int8 (Q/DQ)"
 
 
 def test_final_artifact_is_fastest_within_budget_on_validation(stage, capsys):
     ctx, artifacts, calls = stage
-    table = deploy.benchmark_stage(ctx, DataConfig(), BenchConfig(runs=3), artifacts)
+    final, table = deploy.benchmark_stage(ctx, DATA, bench(runs=3), artifacts)
     chosen = "pruned+trimmed PTQ ORT dynamic int8"
     line = (f"final artifact: {chosen} — fastest within 1.0 points of the teacher on validation "
             "(val acc 94.20%, p50 5.00 ms)")  # fmt: skip
@@ -70,8 +95,9 @@ def test_final_artifact_is_fastest_within_budget_on_validation(stage, capsys):
     assert calls["selection_labels"] == [0, 1, 0, 1] and calls["runs"] == 3
     assert calls["names"] == list(FIGURES), "teacher, student, then every artifact"
     record = json.loads((ctx.run_dir / "benchmark" / "stage.json").read_text())
-    assert record["final"] == chosen and record["final_reason"] in line
-    assert record["final_path"] == str(artifacts[chosen]) and record["selection"]["budget_pts"] == 1.0
+    assert final == Deployable(chosen, "pruned", "ort-dynamic-int8", artifacts[1].path)
+    assert record["final"] == final.as_dict() and record["final_reason"] in line
+    assert record["selection"]["budget_pts"] == 1.0
     report = json.loads(Path(record["paths"]["json"]).read_text())
     assert report["selection"] == record["selection"] and report["selection"]["teacher"] == deploy.TEACHER
     assert f"**Final artifact: {chosen}**" in table and "| Val acc | Test acc |" in table
@@ -79,34 +105,34 @@ def test_final_artifact_is_fastest_within_budget_on_validation(stage, capsys):
 
 def test_the_budget_comes_from_the_config(stage, capsys):
     ctx, artifacts, _ = stage
-    deploy.benchmark_stage(ctx, DataConfig(), BenchConfig(accuracy_budget=2.5), artifacts)
+    final, _ = deploy.benchmark_stage(ctx, DATA, bench(accuracy_budget=2.5), artifacts)
     record = json.loads((ctx.run_dir / "benchmark" / "stage.json").read_text())
-    assert record["final"] == "pruned+trimmed QAT static int8 (Q/DQ)"
+    assert record["final"]["name"] == "pruned+trimmed QAT static int8 (Q/DQ)" and final.source == "qat_static"
     assert "fastest within 2.5 points" in capsys.readouterr().out
 
 
 def test_nothing_within_budget_falls_back_to_the_most_accurate(stage, capsys):
     ctx, artifacts, _ = stage
-    deploy.benchmark_stage(ctx, DataConfig(), BenchConfig(accuracy_budget=0.0), artifacts)
+    deploy.benchmark_stage(ctx, DATA, bench(accuracy_budget=0.0), artifacts)
     out = capsys.readouterr().out
     assert "final artifact: pruned+trimmed QAT ORT dynamic int8 — no variant within 0.0 points" in out
     record = json.loads((ctx.run_dir / "benchmark" / "stage.json").read_text())
-    assert record["selection"]["within_budget"] is False and record["final"] == "pruned+trimmed QAT ORT dynamic int8"
+    assert record["selection"]["within_budget"] is False and record["final"]["name"] == "pruned+trimmed QAT ORT dynamic int8"
 
 
 def test_accuracy_budget_is_validated():
     with pytest.raises(ValueError, match="benchmark.accuracy_budget is in accuracy points"):
-        BenchConfig(accuracy_budget=-1.0)
+        BenchmarkOptions(accuracy_budget=-1.0)
 
 
 def test_export_checks_parity_on_the_validation_texts(tmp_path, monkeypatch):
     seen = []
     monkeypatch.setattr("lit_compress.export.api.export_model", lambda *a, **kw: seen.append(kw["parity_texts"]))
     monkeypatch.setattr(deploy, "make_datamodule", lambda data, tokenizer: StubData())
-    ctx = RunContext(run_dir=tmp_path / "run")
-    ctx.models = {"teacher": tmp_path / "teacher", "student": tmp_path / "student"}
-    deploy.export_stage(ctx, DataConfig(), ExportConfig(), {})
+    monkeypatch.setattr(deploy, "_exported", lambda directory, variant: [])
+    ctx = run_context(tmp_path)
+    deploy.export_stage(ctx, DATA, ExportPlan(), {})
     data = StubData()  # 4 validation texts: the int8 gate's 256 are topped up from train, never from test
     assert seen == [data.texts("validation") + data.texts("train")], "checked on every validation text"
-    deploy.export_stage(ctx, DataConfig(), ExportConfig(int8_gate=Int8Gate(min_texts=3)), {})
+    deploy.export_stage(ctx, DATA, ExportPlan(options={"int8_gate": Int8Gate(min_texts=3)}), {})
     assert seen[-1] == data.texts("validation")
