@@ -29,6 +29,7 @@ import contextlib
 import logging
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -258,12 +259,18 @@ def _harmless(record: logging.LogRecord) -> bool:
 
 @contextlib.contextmanager
 def _quiet_ort_quantizer() -> Iterator[None]:
-    """Drop :data:`_HARMLESS_ORT_MESSAGES` (ORT logs them on the root logger and its nbits quantizer's)."""
+    """Drop :data:`_HARMLESS_ORT_MESSAGES` (ORT logs them on the root logger and its nbits quantizer's), and
+    numpy's "invalid value encountered in divide" from the 4-bit quantizer, which divides an all-zero block by
+    its zero scale inside ``np.where(scale == 0, 0, data / scale)`` and keeps the 0 (a padding row, a pruned
+    channel)."""
     loggers = [logging.getLogger(), logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")]
     for logger in loggers:
         logger.addFilter(_harmless)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="invalid value encountered in divide", category=RuntimeWarning,
+                                    module="onnxruntime.quantization.matmul_nbits_quantizer")
+            yield
     finally:
         for logger in loggers:
             logger.removeFilter(_harmless)

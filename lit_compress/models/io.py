@@ -69,8 +69,11 @@ def load_model_dir(path: str | os.PathLike[str], **kwargs: Any) -> nn.Module:
 
     from lit_compress.models.architecture import ArchitectureSpec, apply_architecture
 
+    import torch
+
     config = AutoConfig.from_pretrained(src)
-    model = AutoModelForSequenceClassification.from_config(config)
+    with torch.random.fork_rng(devices=[]):  # the skeleton's random init must not move the caller's RNG stream
+        model = AutoModelForSequenceClassification.from_config(config)
     apply_architecture(model, ArchitectureSpec.from_dict(json.loads(arch_path.read_text())))
     state = load_file(str(src / "model.safetensors"))
     missing, unexpected = model.load_state_dict(state, strict=False)

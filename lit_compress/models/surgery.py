@@ -122,3 +122,27 @@ def _replace_parameter(model: nn.Module, old: nn.Parameter, new: nn.Parameter) -
         for name, param in list(module._parameters.items()):
             if param is old:
                 setattr(module, name, new)
+
+
+def lookup_tables(model: nn.Module) -> list[str]:
+    """Qualified names of the ``nn.Embedding`` modules that ``model``'s forward *looks up* (calls), in order.
+
+    A table whose ``weight`` is read directly (DeBERTa's ``rel_embeddings``, fed to a LayerNorm and matmuls) is
+    not a lookup: ONNX Runtime quantizes only ``Gather`` over a table, so int8 exports and their simulations must
+    leave such tables alone. Found with one forward pass on 8 dummy token ids (in eval mode, no gradients).
+    """
+    called: list[nn.Module] = []
+    hooks = [m.register_forward_pre_hook(lambda mod, args: called.append(mod))
+             for m in model.modules() if isinstance(m, nn.Embedding)]  # fmt: skip
+    was_training = model.training
+    try:
+        emb = input_embeddings(model)
+        ids = torch.arange(8, device=emb.weight.device).remainder(emb.num_embeddings).unsqueeze(0)
+        with torch.no_grad():
+            model.eval()(input_ids=ids, attention_mask=torch.ones_like(ids))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    ids_of_called = {id(m) for m in called}
+    return [name for name, m in model.named_modules() if id(m) in ids_of_called]

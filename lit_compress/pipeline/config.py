@@ -285,7 +285,7 @@ def _export_plan(section: Mapping[str, Any]) -> ExportPlan:
         names = [f"export.{n}" for n in option_names(export_model) if n not in EXPORT_SET_BY_PIPELINE]
         raise UserInputError(describe_parse_error(str(err), extra=[*names, "export.formats", "export.calibration_size"],
                                                   help_hint="lit-compress pipeline --help lists the options")) from err
-    options = {k: v for k, v in parser.instantiate_classes(parsed).export.items() if k in section}
+    options = {k: v for k, v in parser.instantiate(parsed).export.items() if k in section}
     target = options.get("target", AUTO)
     if target != AUTO and target not in TARGETS:
         raise UserInputError(f"export.target={target!r} is not an int8 target; use 'auto' (this CPU) or one of "

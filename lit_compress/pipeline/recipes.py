@@ -166,7 +166,7 @@ def instantiate_datamodule(data: Mapping[str, Any]) -> L.LightningDataModule:
 
     parser = LightningArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(L.LightningDataModule, "data", required=True)
-    return parser.instantiate_classes(parser.parse_object({"data": copy.deepcopy(dict(data))})).data
+    return parser.instantiate(parser.parse_object({"data": copy.deepcopy(dict(data))})).data
 
 
 def write_recipe(path: Path, recipe: Mapping[str, Any], stage: str) -> Path:

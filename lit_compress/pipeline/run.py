@@ -147,7 +147,7 @@ def pipeline_cli(args: list[str]) -> RunResults:
                              f"({', '.join(SECTIONS)}), e.g. --prune.trainer.max_epochs 2, is deep-merged into "
                              "it after the files (--print_config shows the files and typed options only).")
     parser.add_function_arguments(run_pipeline, as_positional=False)
-    init = parser.instantiate_classes(parser.parse_args(rest))
+    init = parser.instantiate(parser.parse_args(rest))
     kwargs = {name: init[name] for name in inspect.signature(run_pipeline).parameters}
     for section, items in overrides.items():
         kwargs[section] = deep_merge(expand_dotted(kwargs.get(section) or {}), expand_dotted(items))

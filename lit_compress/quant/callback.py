@@ -59,7 +59,7 @@ class QuantizationAwareTraining(L.Callback):
         activation: ActivationQuantConfig | None = None,
         start_step: int = 0,
         freeze_observers_step: int | None = None,
-        filter_fn: FilterFn | str | None = None,
+        filter_fn: str | FilterFn | None = None,
         log_per_module: bool = False,
         target: str = "auto",
     ) -> None:

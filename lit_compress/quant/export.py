@@ -54,7 +54,8 @@ def dynamic_int8_reference(model: nn.Module, per_channel: bool, reduce_range: bo
 
     Every ``nn.Linear`` (ORT quantizes every MatMul/Gemm with a constant weight) gets int8 symmetric weights
     on ORT's grid and per-tensor uint8 inputs from their own range (``DynamicQuantizeLinear``). Embedding
-    tables get the storage ORT gives them: ``"int4"`` blocks
+    tables that the forward looks up (ORT's ``Gather``; :func:`~lit_compress.models.surgery.lookup_tables`) get
+    the storage ORT gives them: ``"int4"`` blocks
     (:func:`~lit_compress.quant.functional.blockwise_int4`), ``"int8"`` per tensor, or ``"fp32"``.
 
     Args:
@@ -71,9 +72,12 @@ def dynamic_int8_reference(model: nn.Module, per_channel: bool, reduce_range: bo
     out = copy.deepcopy(model)
     weight = WeightQuantConfig(granularity="per_channel" if per_channel else "per_tensor", reduce_range=reduce_range)
     prepare_qat(out, weight, ActivationQuantConfig(scheme="dynamic"), filter_fn=regex_filter("."))
+    from lit_compress.models.surgery import lookup_tables
+
+    tables = [] if embeddings == "fp32" else [out.get_submodule(n) for n in lookup_tables(out)]
     with torch.no_grad():
-        for module in out.modules():
-            if type(module) is not nn.Embedding or embeddings == "fp32":
+        for module in tables:
+            if type(module) is not nn.Embedding:
                 continue
             table = module.weight
             if embeddings == "int4":

@@ -124,7 +124,8 @@ def convert_to_qdq(model: nn.Module, inplace: bool = False, quantize_embeddings:
     Args:
         model: A model prepared for QAT with ``ActivationQuantConfig(scheme="static")`` and trained/calibrated.
         inplace: Modify ``model`` itself instead of a deep copy.
-        quantize_embeddings: Also replace every ``nn.Embedding`` by a :class:`QDQEmbedding` (int8 table).
+        quantize_embeddings: Also replace every ``nn.Embedding`` the forward looks up by a :class:`QDQEmbedding`
+            (int8 table); tables read as weights (DeBERTa's ``rel_embeddings``) stay fp32.
 
     Raises:
         ValueError: No fake-quantized layer, a dynamic-scheme layer, or an observer without data.
@@ -139,9 +140,12 @@ def convert_to_qdq(model: nn.Module, inplace: bool = False, quantize_embeddings:
         except ValueError as err:
             raise ValueError(f"cannot convert {fqn!r}: {err}") from err
     if quantize_embeddings:
-        embeddings = [(n, m) for n, m in out.named_modules() if type(m) is nn.Embedding]
-        for fqn, module in embeddings:
-            out.set_submodule(fqn, QDQEmbedding(module))
+        from lit_compress.models.surgery import lookup_tables
+
+        for fqn in lookup_tables(out):  # only tables the forward looks up (ORT quantizes Gather, not raw weights)
+            module = out.get_submodule(fqn)
+            if type(module) is nn.Embedding:
+                out.set_submodule(fqn, QDQEmbedding(module))
     return out.eval()
 
 
