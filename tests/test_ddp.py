@@ -140,7 +140,10 @@ def test_ddp_two_cpu_processes_distill_prune_quantize_in_lockstep(tmp_path, csv_
     assert any(w.startswith("checkpoints/") and w.endswith(".ckpt") for w in writes0)
     assert "logs/lightning_logs/version_0/metrics.csv" in writes0
     assert "logs/lightning_logs/version_0/config.yaml" in writes0
-    assert "student/config.json" in writes0
+    # the exported student directory is written under a temporary name and renamed into place (save_model_dir)
+    assert any(w.startswith(".student.") and w.endswith("/config.json") for w in writes0), writes0
+    assert (tmp_path / "artifacts" / "student" / "config.json").is_file()
+    assert not list((tmp_path / "artifacts").glob(".student.*")), "no temporary directory left behind"
     assert len(list((tmp_path / "artifacts" / "checkpoints").glob("*.ckpt"))) == 1
     assert [p.name for p in (tmp_path / "artifacts" / "logs" / "lightning_logs").iterdir()] == ["version_0"]
     from lit_compress.models.io import load_model_dir
