@@ -161,6 +161,18 @@ def test_missing_model_path(capsys, run: Path, tmp_path: Path) -> None:
     assert f"model '{tmp_path / 'no' / 'model'}' not found" in line
 
 
+def test_a_family_without_a_layout_is_refused_before_training(capsys, run: Path, tmp_path: Path) -> None:
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    model_dir = tmp_path / "gpt2"
+    GPT2ForSequenceClassification(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=64, pad_token_id=0,
+                                             id2label={0: "a", 1: "b"}, label2id={"a": 0, "b": 1})).save_pretrained(model_dir)  # fmt: skip
+    capsys.readouterr()  # save_pretrained's progress bar
+    line = fail(capsys, pipeline(run, "--teacher.model.init_args.model", str(model_dir)))
+    assert f"{model_dir} is a 'gpt2' model, which has no model layout, and the run needs one for structured pruning" in line
+    assert "supported families: albert, bert, camembert, deberta-v2, distilbert, electra, modernbert, roberta" in line
+
+
 def test_an_existing_run_directory_is_kept(capsys, tmp_path: Path) -> None:
     run = tmp_path / "run"
     (run / "teacher").mkdir(parents=True)

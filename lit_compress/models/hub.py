@@ -85,11 +85,37 @@ def require_hub_model(name: str) -> None:
         raise UserInputError(f"{offline}; {_ALTERNATIVES}") from err
 
 
-def check_model(name_or_path: str) -> None:
-    """Cheap check, before any work, that a model (name, directory or ``.ckpt``) can be loaded."""
+def check_model(name_or_path: str, *, needs_layout: str | None = None) -> None:
+    """Cheap check, before any work, that a model (name, directory or ``.ckpt``) can be loaded.
+
+    Args:
+        name_or_path: What the recipe names.
+        needs_layout: What the run will do that needs the family's model layout (e.g. "a student from teacher
+            layers"); then a family without one is refused here, not after the first stage trained.
+    """
     path = resolve_model_path(name_or_path)
     if path.endswith(".ckpt"):
-        resolve_model_path(checkpoint_model_name(read_checkpoint(path), path))
+        path = resolve_model_path(checkpoint_model_name(read_checkpoint(path), path))
+    if needs_layout:
+        check_family(name_or_path, path, needs_layout)
+
+
+def check_family(name: str, path: str, needs: str) -> None:
+    """Refuse a model whose ``config.model_type`` has no :class:`~lit_compress.models.layout.EncoderLayout`."""
+    from transformers import AutoConfig
+
+    from lit_compress.models.layout import LAYOUTS
+
+    try:
+        model_type = AutoConfig.from_pretrained(path).model_type
+    except Exception:  # noqa: BLE001 - an unreadable config is reported when the model is loaded
+        return
+    if model_type not in LAYOUTS:
+        raise UserInputError(
+            f"{name} is a {model_type!r} model, which has no model layout, and the run needs one for {needs}; "
+            f"supported families: {', '.join(sorted(LAYOUTS))} (register another with "
+            "lit_compress.models.register_layout from Python)"
+        )
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -174,7 +174,8 @@ def check_inputs(ctx: RunContext, plan: Plan) -> None:
 
     Local data files must exist, read as their format and have the text/label columns; the teacher (and a
     given student) must resolve to a local directory, a readable ``.ckpt``, the embedded default, or a hub
-    model that is cached or reachable. Stages already completed in a resumed run are not re-checked. (The
+    model that is cached or reachable, and be of a family with a model layout when the run builds a student from
+    its layers or prunes it structurally. Stages already completed in a resumed run are not re-checked. (The
     recipes and knobs were parsed already, by :func:`~lit_compress.pipeline.config.build_plan`.)
 
     Raises:
@@ -189,11 +190,12 @@ def check_inputs(ctx: RunContext, plan: Plan) -> None:
     dm = make_datamodule(recipe["data"], teacher)
     if getattr(dm, "source", None) is not None:
         check_source(dm.source)
-    if ctx.load_done("teacher") is None:
-        check_model(teacher)
     student = plan.training["distill"].recipe["model"].get("init_args", {}).get("student")
+    needs = "structured pruning" if plan.runs("prune") else None
+    if ctx.load_done("teacher") is None:
+        check_model(teacher, needs_layout=needs or (None if student else "a student from teacher layers"))
     if student and ctx.load_done("distill") is None:
-        check_model(student)
+        check_model(student, needs_layout=needs)
 
 
 def _remove_unfinished(run_dir: Path) -> None:
