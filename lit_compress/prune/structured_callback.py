@@ -61,8 +61,10 @@ class StructuredPruning(Callback):
         min_heads: Heads every layer keeps. min_ffn: FFN channels every layer keeps.
         ffn_round_to: Round kept FFN widths up to a multiple of this.
 
-    Not supported with more than one process: changing parameter shapes under DDP would need the wrapper rebuilt;
-    prune in a single-process run, then train the pruned model (``save_model_dir`` / ``load_model_dir``) with DDP.
+    Under DDP every rank cuts the same units: the decision to prune depends only on the step and the shapes, the
+    accumulated scores are rank 0's (broadcast; Taylor scores come from all-reduced gradients anyway), and after a
+    cut the ``DistributedDataParallel`` wrapper is rebuilt around the new parameters. FSDP and DeepSpeed shard or
+    flatten parameters, so they are refused with that reason.
     """
 
     def __init__(
@@ -99,10 +101,12 @@ class StructuredPruning(Callback):
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Check the target and register the resize-before-load hook (idempotent; runs before checkpoint restore)."""
-        if trainer.world_size > 1:
+        if trainer.world_size > 1 and not _is_ddp(trainer.strategy):
             raise RuntimeError(
-                "StructuredPruning changes parameter shapes, which DDP/FSDP cannot follow. Prune in a single-process "
-                "run (devices=1), save it with save_model_dir, then train the pruned model with DDP."
+                f"StructuredPruning changes parameter shapes; under {type(trainer.strategy).__name__} the parameters "
+                "are sharded or flattened (FSDP, DeepSpeed), so a cut cannot be applied to them. Use strategy='ddp' "
+                "(the DDP wrapper is rebuilt after each cut), or prune in a single-process run and train the pruned "
+                "model (save_model_dir / load_model_dir) with any strategy."
             )
         target = compression_target(pl_module)
         encoder_layers(target)
@@ -136,13 +140,17 @@ class StructuredPruning(Callback):
         ffn_ratio = _check_ratio("ffn_pruning_ratio", _evaluate(self.ffn_pruning_ratio, step))
         target = compression_target(pl_module)
         if not self._would_prune(target, head_ratio, ffn_ratio):
-            return
+            return  # decided from shapes and the step alone: the same on every rank
+        if trainer.world_size > 1 and self._scores is not None:
+            self._scores = trainer.strategy.broadcast(self._scores, src=0)  # rank 0 decides; every rank cuts the same
         result = prune_heads_and_ffn(
             target, head_ratio, ffn_ratio, scores=self._scores if self.importance == "taylor" else None,
             scope=self.scope, min_heads=self.min_heads, min_ffn=self.min_ffn, ffn_round_to=self.ffn_round_to,
         )  # fmt: skip
         for optimizer in trainer.optimizers:
             remap_optimizer_state(optimizer, result.remaps)
+        if trainer.world_size > 1:
+            _rewrap_ddp(trainer)
         if self._scores is not None:
             self._scores = self._scores.select(result.kept_heads, result.kept_ffn)
         spec = result.architecture
@@ -178,6 +186,24 @@ class StructuredPruning(Callback):
         self._last_step = int(state_dict["last_step"])
         scores = state_dict["scores"]
         self._scores = None if scores is None else UnitScores(list(scores["heads"]), list(scores["ffn"]))
+
+
+def _is_ddp(strategy: Any) -> bool:
+    from lightning.pytorch.strategies import DDPStrategy
+
+    return isinstance(strategy, DDPStrategy)
+
+
+def _rewrap_ddp(trainer: Trainer) -> None:
+    """Wrap the LightningModule in a fresh ``DistributedDataParallel`` after a cut (a collective: every rank).
+
+    DDP registers its gradient all-reduce hooks on the parameters it was built with; the cut parameters are new
+    objects, so without a new wrapper their gradients would stay local and the ranks would drift apart. The new
+    wrapper broadcasts rank 0's parameters and buffers (identical already) and keeps the strategy's DDP kwargs.
+    """
+    strategy = trainer.strategy
+    strategy.model = strategy._setup_model(strategy.lightning_module)  # Lightning's own wrapping (DDPStrategy)
+    strategy._register_ddp_hooks()
 
 
 def _resize_before_load(module: nn.Module, state_dict: dict[str, torch.Tensor], prefix: str, *args: Any) -> None:

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from lit_compress.quant.config import ActivationQuantConfig, QuantizationSchedule, WeightQuantConfig
+from lit_compress.quant.observers import all_reduce_ranges
 from lit_compress.models.layout import default_linear_filter
 from lit_compress.quant.fake_quant import (
     FakeQuantizedLinear,
@@ -97,6 +98,10 @@ class QuantizationAwareTraining(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        if trainer.world_size > 1:  # every rank's batch counts, not rank 0's alone (DDP broadcasts buffers)
+            observing = [m.input_observer for _, m in fake_quantized_modules(compression_target(pl_module))
+                         if m.input_observer is not None and bool(m.observer_enabled)]  # fmt: skip
+            all_reduce_ranges(observing)
         if trainer.logger is None:
             return
         metrics = quantization_metrics(compression_target(pl_module), per_module=self.log_per_module)

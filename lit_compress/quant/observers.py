@@ -57,3 +57,35 @@ class RangeObserver(nn.Module):
     def extra_repr(self) -> str:
         kind = "minmax" if self.averaging_constant is None else f"moving_average(c={self.averaging_constant})"
         return f"{kind}, min_val={self.min_val.item():.4g}, max_val={self.max_val.item():.4g}"
+
+
+@torch.no_grad()
+def all_reduce_ranges(observers: list[RangeObserver]) -> None:
+    """Combine the ranges every process observed, in place, so that all ranks hold the same (collective).
+
+    Running min/max observers take the extreme over ranks (``min_val <- min_r min_val_r``), which is exactly the
+    range over the union of all ranks' batches when called after every observed step. Moving-average
+    observers take the mean over ranks, which equals one EMA step with the mean of the ranks' batch extremes
+    (``m + c (mean_r x_r - m) = mean_r (m + c (x_r - m))``). Without it, DDP's buffer broadcast would keep
+    rank 0's ranges only. A no-op outside ``torch.distributed``.
+    """
+    import torch.distributed as dist
+
+    if not observers or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    for kind in ({False}, {True}):  # running min/max first, then moving averages
+        group = [o for o in observers if (o.averaging_constant is not None) in kind]
+        if not group:
+            continue
+        lows = torch.stack([o.min_val.float() for o in group])
+        highs = torch.stack([o.max_val.float() for o in group])
+        if True in kind:
+            both = torch.stack([lows, highs])
+            dist.all_reduce(both, op=dist.ReduceOp.SUM)
+            lows, highs = both / dist.get_world_size()
+        else:
+            dist.all_reduce(lows, op=dist.ReduceOp.MIN)
+            dist.all_reduce(highs, op=dist.ReduceOp.MAX)
+        for observer, lo, hi in zip(group, lows, highs, strict=True):
+            observer.min_val.copy_(lo)
+            observer.max_val.copy_(hi)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import lightning.pytorch as pl
@@ -169,5 +170,31 @@ def test_schedule_out_of_range_and_multi_process_are_refused() -> None:
     callback = StructuredPruning(head_pruning_ratio=lambda step: 2.0)
     with pytest.raises(ValueError, match=r"head_pruning_ratio must be in \[0, 1\].*got 2.0"):
         callback.prune(SimpleNamespace(optimizers=[]), TinyClassifier(), step=1)
-    with pytest.raises(RuntimeError, match="DDP"):
-        StructuredPruning().setup(SimpleNamespace(world_size=2), TinyClassifier(), "fit")
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    with pytest.raises(RuntimeError, match="under FSDPStrategy the parameters are sharded or flattened"):
+        StructuredPruning().setup(SimpleNamespace(world_size=2, strategy=FSDPStrategy()), TinyClassifier(), "fit")
+
+
+def test_ddp_two_cpu_processes_cut_the_same_units_and_stay_in_lockstep(tmp_path: Path) -> None:
+    """Two gloo ranks on different data prune twice; after each cut the DDP wrapper is rebuilt, so gradients of
+    the new parameters are still all-reduced and both ranks end bit-identical."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    script = Path(__file__).with_name("ddp_structured_run.py")
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, str(script), str(tmp_path)], cwd=root, env=env,
+                            capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert ranks[0]["world_size"] == ranks[1]["world_size"] == 2
+    assert ranks[0]["batches"] != ranks[1]["batches"]  # each rank saw different data
+    for rank in ranks:
+        assert rank["architecture"]["num_heads"] == [2, 2] and rank["architecture"]["intermediate_sizes"] == [48, 48]
+        assert rank["wrapper_holds_cut_params"]
+    s0, s1 = ranks[0]["state"], ranks[1]["state"]
+    assert s0.keys() == s1.keys()
+    assert all(torch.equal(s0[k], s1[k]) for k in s0), [k for k in s0 if not torch.equal(s0[k], s1[k])][:5]

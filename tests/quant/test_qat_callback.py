@@ -114,3 +114,28 @@ def test_distillation_pruning_and_qat_in_one_run() -> None:
         assert sparsity == pytest.approx(0.5, abs=0.02), name
         # pruned zeros stay exact zeros on the int8 grid
         assert (layer.quantized_weight()[layer.weight == 0] == 0).all()
+
+
+def test_ddp_static_observer_ranges_cover_every_ranks_batches(tmp_path) -> None:
+    """Under DDP the static ranges are all-reduced (min of mins, max of maxes), not rank 0's broadcast."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    script = Path(__file__).with_name("ddp_qat_run.py")
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, str(script), str(tmp_path)], cwd=root, env=env,
+                            capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert ranks[0]["world_size"] == 2 and ranks[0]["ranges"] == ranks[1]["ranges"]
+    differs = 0
+    for name, (lo, hi) in ranks[0]["ranges"].items():
+        union = ranks[0]["seen"][name] + ranks[1]["seen"][name]
+        assert lo == pytest.approx(min(v[0] for v in union), abs=1e-6)
+        assert hi == pytest.approx(max(v[1] for v in union), abs=1e-6)
+        rank0_only = (min(v[0] for v in ranks[0]["seen"][name]), max(v[1] for v in ranks[0]["seen"][name]))
+        differs += rank0_only != pytest.approx((lo, hi), abs=1e-6)
+    assert differs > 0, "rank 1's batches widened some range (the test data differ between ranks)"
