@@ -125,12 +125,13 @@ class GradualPruning(pl.Callback):
 
     # ----------------------------------------------------------------- Lightning hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        _refuse_sharded(trainer, type(self).__name__)
         self._target = compression_target(pl_module)
         params = self.select_parameters(self._target)
         if not params:
             raise ValueError(
                 f"{type(self).__name__} selected no parameters in {type(self._target).__name__}. The default "
-                f"selects nn.Linear layers whose name contains 'encoder'; pass module_types=[...], "
+                f"selects the nn.Linear layers of the encoder blocks; pass module_types=[...], "
                 f"name_regex='...' or filter_fn=... to choose the layers to prune."
             )
         names = list(params)
@@ -266,4 +267,17 @@ class GradualPruning(pl.Callback):
             f"{type(self).__name__} holds masks for {len(saved)} parameters ({saved[:3]}...) but now selects "
             f"{len(selected)} ({selected[:3]}...). Resume with the same module selection (filter_fn / "
             f"module_types / name_regex / parameter_names) as the run that wrote the checkpoint."
+        )
+
+
+def _refuse_sharded(trainer: pl.Trainer, who: str) -> None:
+    """Masks address whole named parameters and are applied after every optimizer step; FSDP and DeepSpeed
+    flatten and shard the parameters, so each rank would mask the wrong (or no) values."""
+    strategy = getattr(trainer, "strategy", None)
+    name = type(strategy).__name__
+    if getattr(trainer, "world_size", 1) > 1 and ("FSDP" in name or "DeepSpeed" in name):
+        raise RuntimeError(
+            f"{who} masks whole named parameters after every optimizer step; under {name} they are flattened and "
+            "sharded across ranks, so the masks would not land on the right values. Use strategy='ddp' (tested), or "
+            "prune in a single-process or DDP run and continue from the pruned weights."
         )

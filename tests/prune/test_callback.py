@@ -263,3 +263,13 @@ def test_ddp_two_cpu_processes_hold_identical_masks(tmp_path: Path) -> None:
     assert sum(int((~m).sum()) for m in masks0.values()) == round(0.6 * total)
     assert all(torch.equal(masks0[k], masks1[k]) for k in masks0)
     assert all(torch.equal(ranks[0]["scores"][k], ranks[1]["scores"][k]) for k in masks0)
+
+
+def test_sharded_strategies_are_refused_with_the_reason() -> None:
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    trainer = SimpleNamespace(world_size=2, strategy=FSDPStrategy())
+    with pytest.raises(RuntimeError, match="under FSDPStrategy they are flattened and sharded across ranks"):
+        GradualPruning(0.5).setup(trainer, torch.nn.Linear(2, 2), "fit")
