@@ -5,7 +5,8 @@ Each trial writes the base recipe with the sampled values (and the search-only `
 objective values (validation metrics and/or figures measured on the trained ``compression_target``). The
 study lives in an Optuna RDB storage -- a SQLite file in ``out_dir`` unless ``storage`` names another -- so
 rerunning the command continues it, and several workers (processes or machines) pointed at the same storage
-share it: ``n_trials`` counts the finished trials of the whole study, not of one worker.
+share it: ``n_trials`` counts the finished trials of the whole study, not of one worker. Trials of a worker that
+died are found by their heartbeats, failed and retried (``heartbeat_interval``, ``grace_period``, ``retries``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Union
 
+from lit_compress.errors import UserInputError
 from lit_compress.tune.objective import Measurement, Objective, TrialRunner, parse_objectives
 from lit_compress.tune.report import best_trials, write_report
 from lit_compress.tune.space import ParamSpec, check_keys, deep_merge, parse_space
@@ -52,6 +54,8 @@ def tune(
     keep_models: bool = False,
     catch_errors: bool = False,
     heartbeat_interval: int | None = 60,
+    grace_period: int | None = None,
+    retries: int = 1,
 ) -> dict[str, Any]:
     """Search a recipe's hyper-parameters with Optuna and write the best config and a report.
 
@@ -65,8 +69,9 @@ def tune(
             Default ``{val/acc: maximize}``.
         out_dir: Output directory: the SQLite study, one directory per trial, the report.
         study_name: Name of the study in the storage (default: the name of ``out_dir``).
-        storage: Optuna RDB URL (``postgresql://...``, ``mysql+pymysql://...``, ``sqlite:///...``) shared by all
-            workers; default ``sqlite:///<out_dir>/study.db``.
+        storage: Optuna RDB URL shared by all workers: ``postgresql://user:password@host:5432/db`` (needs
+            ``pip install 'lit-compress[postgres]'``), ``mysql+pymysql://...`` or ``sqlite:///...``; default
+            ``sqlite:///<out_dir>/study.db``. A URL that cannot be parsed or reached is a one-line error.
         n_trials: Finished (complete or pruned) trials the study should reach, counted over all workers and
             previous runs (several workers may overshoot by up to one trial each). ``None``: until ``timeout``.
         timeout: Seconds this worker keeps starting trials.
@@ -84,8 +89,14 @@ def tune(
         measurement: How measured objectives are taken (timed runs, threads, split of the query).
         keep_models: Keep each trial's saved model in its trial directory (measured objectives only).
         catch_errors: Record a trial that raises as failed and go on (default: stop on the first error).
-        heartbeat_interval: Seconds between a running trial's heartbeats; trials of a worker that died are
-            marked failed and retried once by the next worker. ``None`` disables it.
+        heartbeat_interval: Seconds between a running trial's heartbeats (written by a thread of its worker). A
+            trial whose worker died (killed, machine lost) stays RUNNING until another worker, before it starts
+            its next trial, finds its heartbeat older than ``grace_period`` and marks it FAIL. ``None``
+            disables heartbeats (and so the clean-up of dead workers' trials).
+        grace_period: Seconds without a heartbeat after which a running trial counts as dead; default
+            ``3 * heartbeat_interval``. Must be longer than ``heartbeat_interval``.
+        retries: How many times the parameters of a trial failed that way are queued again (as a new trial,
+            run by the next free worker); ``0``: never. Trials that raise are not retried.
 
     Returns:
         The summary written to ``best_params.json`` (plus ``outputs``: paths of the report files).
@@ -97,6 +108,7 @@ def tune(
         raise ValueError("Set n_trials or timeout (or both); otherwise the search never ends.")
     if n_trials is not None and n_trials < 0:
         raise ValueError(f"n_trials must be >= 0, got {n_trials}.")
+    check_heartbeat(heartbeat_interval, grace_period, retries)
     base = deep_merge(load_recipe(recipe), overrides or {})
     specs, objs = parse_space(space), parse_objectives(objectives)
     check_keys(base, specs)
@@ -105,7 +117,8 @@ def tune(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     name = study_name or out.resolve().name
-    study = open_study(name, storage or sqlite_url(out / DB_FILE), objs, sampler, pruner, seed, heartbeat_interval)
+    url = storage or sqlite_url(out / DB_FILE)
+    study = open_study(name, url, objs, sampler, pruner, seed, heartbeat_interval, grace_period, retries)
     _remember(study, recipe, space)
     prune = len(objs) == 1 and not isinstance(study.pruner, optuna.pruners.NopPruner)
     if prune:
@@ -171,11 +184,13 @@ def open_study(
     pruner: BasePruner | None = None,
     seed: int | None = None,
     heartbeat_interval: int | None = 60,
+    grace_period: int | None = None,
+    retries: int = 1,
 ) -> optuna.Study:
     """Create the study, or load it when it exists (another worker, an earlier run), and check it matches."""
     import optuna
 
-    storage = open_storage(url, heartbeat_interval)
+    storage = open_storage(url, heartbeat_interval, grace_period=grace_period, retries=retries)
     directions = [o.direction for o in objectives]
     single = len(objectives) == 1
     study = optuna.create_study(
@@ -185,8 +200,8 @@ def open_study(
     )  # fmt: skip
     found = [d.name.lower() for d in study.directions]
     if found != directions:
-        raise ValueError(f"Study {name!r} in {url} optimises {found}, but the objectives ask for {directions}. "
-                         f"Use another study_name (or out_dir) for different objectives.")  # fmt: skip
+        raise ValueError(f"Study {name!r} in {_hide_password(url)} optimises {found}, but the objectives ask for "
+                         f"{directions}. Use another study_name (or out_dir) for different objectives.")  # fmt: skip
     metrics = [o.metric for o in objectives]
     if study.metric_names is None:
         with warnings.catch_warnings():
@@ -198,40 +213,121 @@ def open_study(
     return study
 
 
-def open_storage(url: str, heartbeat_interval: int | None = 60, attempts: int = 5) -> optuna.storages.RDBStorage:
-    """An ``RDBStorage`` for ``url``; SQLite waits up to a minute on a lock held by another worker.
+def open_storage(url: str, heartbeat_interval: int | None = 60, attempts: int = 5, *, grace_period: int | None = None,
+                 retries: int = 1) -> optuna.storages.RDBStorage:  # fmt: skip
+    """An ``RDBStorage`` for ``url`` with the heartbeat settings of :func:`tune`.
 
-    Workers that start together may race to create the schema; that is retried a few times.
+    SQLite waits up to a minute on a lock held by another worker; workers that start together may race to create
+    the schema, which is retried a few times. A URL that cannot be parsed, names an unknown database kind or
+    cannot be reached raises :class:`~lit_compress.errors.UserInputError` (password hidden); a missing driver
+    raises ``ImportError`` saying what to install.
+
+    Raises:
+        UserInputError: Bad or unreachable URL, or bad heartbeat settings.
+        ImportError: The database driver (``psycopg2``, ``pymysql``) is not installed.
     """
     import optuna
-    from sqlalchemy.exc import IntegrityError, OperationalError
+    from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError
 
+    check_heartbeat(heartbeat_interval, grace_period, retries)
+    shown, url = _hide_password(url), postgres_driver(url)
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    heartbeat = _heartbeat_kwargs(heartbeat_interval) if heartbeat_interval else {}
+    heartbeat = _heartbeat_kwargs(heartbeat_interval, grace_period, retries) if heartbeat_interval else {}
     for attempt in range(attempts):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(url, engine_kwargs=engine, **heartbeat)
-        except (OperationalError, IntegrityError):  # locked database; schema created by another worker meanwhile
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.5 * (attempt + 1))
+        except ArgumentError as err:  # includes NoSuchModuleError (unknown dialect)
+            raise UserInputError(f"storage {shown!r} is not a database URL SQLAlchemy understands ({err}); write "
+                                 f"e.g. postgresql://user:password@host:5432/dbname or sqlite:///path/study.db."
+                                 ) from err  # fmt: skip
+        except ImportError as err:
+            raise ImportError(f"storage {shown!r} needs its database driver: {_driver_hint(url)} "
+                              f"({err.__cause__ or err}).") from err  # fmt: skip
+        except (OperationalError, IntegrityError, ProgrammingError) as err:
+            if _schema_race(err, url) and attempt < attempts - 1:  # locked file; schema made by another worker
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            if isinstance(err, OperationalError):
+                raise UserInputError(f"cannot open the study storage {shown!r}: {_first_line(err)}") from err
+            raise
     raise AssertionError("unreachable")
 
 
-def _heartbeat_kwargs(interval: int) -> dict[str, Any]:
-    """Heartbeat settings: a trial silent for 3 intervals is failed and retried once (Optuna >= 4.9 API first)."""
+def postgres_driver(url: str) -> str:
+    """``postgresql://`` (or ``postgres://``) with the installed driver: SQLAlchemy >= 2.1 takes psycopg 3 for a
+    URL without ``+driver``, but ``lit-compress[postgres]`` installs psycopg2. Other URLs are returned as is."""
+    import importlib.util
+
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres"):
+        return url
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+        return f"postgresql+psycopg2://{rest}"
+    return f"postgresql://{rest}"
+
+
+def check_heartbeat(heartbeat_interval: int | None, grace_period: int | None, retries: int) -> None:
+    """Refuse heartbeat settings that would fail live trials or make no sense, with the option to fix."""
+    if heartbeat_interval is not None and heartbeat_interval < 1:
+        raise UserInputError(f"heartbeat_interval must be a whole number of seconds >= 1 (or null to switch "
+                             f"heartbeats off), got {heartbeat_interval}.")  # fmt: skip
+    if grace_period is not None and heartbeat_interval is None:
+        raise UserInputError("grace_period needs heartbeat_interval: without heartbeats no trial is ever found dead.")
+    if grace_period is not None and grace_period <= heartbeat_interval:  # type: ignore[operator]
+        raise UserInputError(f"grace_period ({grace_period} s) must be longer than heartbeat_interval "
+                             f"({heartbeat_interval} s), or live trials would be failed between two heartbeats.")
+    if retries < 0:
+        raise UserInputError(f"retries must be >= 0, got {retries}.")
+
+
+def _heartbeat_kwargs(interval: int, grace_period: int | None = None, retries: int = 1) -> dict[str, Any]:
+    """Heartbeat settings: a trial silent for ``grace_period`` (default 3 intervals) is failed and retried."""
     import optuna
 
-    kwargs: dict[str, Any] = {"heartbeat_interval": interval, "grace_period": 3 * interval}
+    kwargs: dict[str, Any] = {"heartbeat_interval": interval, "grace_period": grace_period or 3 * interval}
+    if retries == 0:
+        return kwargs
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):
-            kwargs["heartbeat_stale_trial_callback"] = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+            kwargs["heartbeat_stale_trial_callback"] = optuna.storages.RetryHeartbeatStaleTrialCallback(retries)
         else:  # pragma: no cover - optuna < 4.9
-            kwargs["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(max_retry=1)
+            kwargs["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(max_retry=retries)
     return kwargs
+
+
+def _schema_race(err: Exception, url: str) -> bool:
+    """A locked SQLite file, or tables/types created by another worker at the same moment (worth a retry)."""
+    text = str(err).lower()
+    if url.startswith("sqlite"):
+        return "locked" in text or "already exists" in text or "unique" in text
+    return "already exists" in text or "duplicate key" in text or "unique constraint" in text
+
+
+def _hide_password(url: str) -> str:
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL: show up to the host part only
+        return url.split("@")[-1] if "@" in url else url
+
+
+def _driver_hint(url: str) -> str:
+    if url.startswith("postgres"):
+        return "pip install 'lit-compress[postgres]' (psycopg2-binary)"
+    if url.startswith("mysql"):
+        return "pip install pymysql and write mysql+pymysql://..."
+    return "install the SQLAlchemy driver named in the URL"
+
+
+def _first_line(err: Exception) -> str:
+    """The driver's message of a SQLAlchemy error, without SQLAlchemy's background link and SQL echo."""
+    orig = getattr(err, "orig", None)
+    text = str(orig if orig is not None else err).strip()
+    return " ".join(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("(Backg"))
 
 
 def _require_pruning_callback() -> None:

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from lit_compress.cli import main
+from lit_compress.errors import UserInputError
 from lit_compress.tune import Measurement, open_storage, tune
 from lit_compress.tune.search import sqlite_url
 
@@ -112,6 +113,22 @@ def test_misconfigurations_fail_before_or_at_the_first_trial(tmp_path, tiny_reci
     with pytest.raises(ValueError, match=r"optimises \['maximize'\], but the objectives ask for \['maximize', 'min"):
         tune(str(tiny_recipe), SPACE, objectives={"val/acc": "maximize", "size_mb": "minimize"},
              out_dir=str(tmp_path / "b"), n_trials=0)  # fmt: skip
+
+
+def test_heartbeat_settings_are_checked(tmp_path, tiny_recipe) -> None:
+    cases = {(0, None, 1): "heartbeat_interval must be a whole number of seconds >= 1",
+             (None, 10, 1): "grace_period needs heartbeat_interval",
+             (5, 5, 1): r"grace_period \(5 s\) must be longer than heartbeat_interval \(5 s\)",
+             (5, None, -1): "retries must be >= 0"}  # fmt: skip
+    for (interval, grace, retries), message in cases.items():
+        with pytest.raises(UserInputError, match=message):
+            tune(str(tiny_recipe), SPACE, out_dir=str(tmp_path / "h"), heartbeat_interval=interval,
+                 grace_period=grace, retries=retries)  # fmt: skip
+    assert not (tmp_path / "h").exists()  # refused before the study is made
+    storage = open_storage(sqlite_url(tmp_path / "s.db"), heartbeat_interval=2, retries=0)
+    assert (storage.heartbeat_interval, storage.grace_period, storage.heartbeat_stale_trial_callback) == (2, 6, None)
+    storage = open_storage(sqlite_url(tmp_path / "s.db"), heartbeat_interval=2, grace_period=9, retries=3)
+    assert storage.grace_period == 9 and storage.heartbeat_stale_trial_callback._max_retry == 3
 
 
 def test_two_worker_processes_share_one_sqlite_study(tmp_path, tiny_recipe) -> None:

@@ -1,6 +1,7 @@
-"""Test helper: a Lightning callback that holds each worker's first trial until ``parties`` workers are in one.
+"""Test helpers: Lightning callbacks that hold a worker's trial (until ``parties`` workers are in one; while a
+file exists).
 
-Used by the two-worker test so that both processes provably run trials of the shared study.
+Used by the multi-worker tests so that each process provably runs trials of the shared study, and by the kill test.
 """
 
 from __future__ import annotations
@@ -23,4 +24,20 @@ class Barrier(L.Callback):
         while len(list(self.directory.iterdir())) < self.parties:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"only {len(list(self.directory.iterdir()))} of {self.parties} workers arrived")
+            time.sleep(0.1)
+
+
+class Hold(L.Callback):
+    """Blocks a trial at ``on_fit_start`` while the file ``marker`` exists, after touching ``<started>/<pid>``.
+
+    Used by the kill test: the worker is SIGKILLed while it is held, in the middle of a RUNNING trial.
+    """
+
+    def __init__(self, marker: str, started: str) -> None:
+        self.marker, self.started = Path(marker), Path(started)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.started.mkdir(parents=True, exist_ok=True)
+        (self.started / str(os.getpid())).touch()
+        while self.marker.exists():
             time.sleep(0.1)
