@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from lit_compress.data.embedded import EMBEDDED_DATA, TextMode
+from lit_compress.data.resumable import ResumableLoader
 from lit_compress.data.sources import DataSource, load_source, validate_splits
 from lit_compress.errors import UserInputError
 from lit_compress.models.hub import EMBEDDED_MODEL, load_tokenizer
@@ -144,10 +145,10 @@ class TextClassificationDataModule(L.LightningDataModule):
         return DataCollatorWithPadding(self.tokenizer, return_tensors="pt")(features)
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
+        loader = ResumableLoader if shuffle else DataLoader  # training order survives a mid-epoch restart
+        return loader(
             self.dataset(split),
             batch_size=batch_size,
-            shuffle=shuffle,
             num_workers=self.num_workers,
             collate_fn=self.collate,
             persistent_workers=self.num_workers > 0,

@@ -13,7 +13,10 @@ class TeacherLogitCache:
 
     Valid while the inputs of an example do not change; each row stores a fingerprint of its token ids, and a
     row whose fingerprint differs (new tokenizer, augmentation) counts as a miss and is recomputed.
-    The cache is deliberately not part of the module's ``state_dict`` (it is cheap to rebuild).
+    The cache is not part of the model's ``state_dict`` (the exported student needs none of it); Lightning
+    checkpoints carry it (:meth:`state_dict`, through ``DistillationModule.on_save_checkpoint``), so a fit resumed
+    in the middle of an epoch reuses the logits the interrupted one computed — recomputing them in other batches
+    (other padding) would change them in the last float bits.
     """
 
     def __init__(self) -> None:
@@ -52,3 +55,11 @@ class TeacherLogitCache:
         idx = idx.to(self.logits.device)
         self.logits[idx] = logits.detach().to(self.logits.dtype)
         self.checksums[idx] = logits_checksum(input_ids, attention_mask).to(self.checksums.device)
+
+    def state_dict(self) -> dict[str, Tensor | None]:
+        """The cached rows (for a checkpoint)."""
+        return {"logits": self.logits, "checksums": self.checksums}
+
+    def load_state_dict(self, state: dict[str, Tensor | None]) -> None:
+        """Restore rows saved by :meth:`state_dict`."""
+        self.logits, self.checksums = state.get("logits"), state.get("checksums")

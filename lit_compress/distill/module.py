@@ -22,6 +22,9 @@ def load_teacher(teacher: str | nn.Module, labels: Sequence[str] | None) -> nn.M
     return load_classifier(teacher, labels)  # .ckpt: weights_only=True, one-line error if corrupt
 
 
+#: Checkpoint key of the teacher-logit cache.
+CACHE_KEY = "lit_compress_teacher_logit_cache"
+
 class DistillationModule(CompressionModule):
     """Knowledge distillation of a frozen teacher into a trainable student.
 
@@ -114,6 +117,15 @@ class DistillationModule(CompressionModule):
         if not self.uses_features or d_s == d_t:
             return nn.ModuleDict()
         return nn.ModuleDict({str(s): nn.Linear(d_s, d_t) for s in self.layer_map})
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the teacher-logit cache in the checkpoint (a resumed fit reuses exactly those logits)."""
+        if self.cache is not None:
+            checkpoint[CACHE_KEY] = self.cache.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.cache is not None and CACHE_KEY in checkpoint:
+            self.cache.load_state_dict(checkpoint[CACHE_KEY])
 
     @property
     def compression_target(self) -> nn.Module:

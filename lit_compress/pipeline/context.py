@@ -110,7 +110,10 @@ class RunContext:
 
     Attributes:
         run_dir: Directory that holds every stage's outputs (``<run_dir>/<stage>/``).
-        resume: Skip stages whose ``stage.json`` exists (their outputs are reused).
+        resume: Skip stages whose ``stage.json`` exists (their outputs are reused), and continue a stage that was
+            killed from its ``checkpoints/last.ckpt``.
+        checkpoint_every_n_steps: Training stages write ``<stage>/checkpoints/last.ckpt`` every this many
+            optimizer steps (0: never); it is removed when the stage is done.
         teacher: The fine-tuned teacher.
         student: The distilled student.
         pruned: The trimmed and pruned student (``None`` when the stage does not run).
@@ -121,6 +124,7 @@ class RunContext:
 
     run_dir: Path
     resume: bool = False
+    checkpoint_every_n_steps: int = 50
     teacher: TrainedModel | None = None
     student: TrainedModel | None = None
     pruned: PrunedModel | None = None

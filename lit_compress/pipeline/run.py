@@ -44,6 +44,7 @@ def run_pipeline(
     run_dir: str = "runs/main",
     resume: bool = False,
     threads: int | None = None,
+    checkpoint_every_n_steps: int = 50,
     stages: list[StageName] | None = None,
     defaults: Section | None = None,
     teacher: Section | None = None,
@@ -74,8 +75,13 @@ def run_pipeline(
 
     Args:
         run_dir: Output directory of the run.
-        resume: Reuse stages already completed in ``run_dir`` (their ``stage.json`` exists).
+        resume: Reuse stages already completed in ``run_dir`` (their ``stage.json`` exists) and continue a
+            stage that was interrupted from its last checkpoint (same weights, optimizer, schedules, callback
+            states, random state and position in the epoch's shuffled order: the result equals an
+            uninterrupted run's).
         threads: torch intra-op threads for training (default: all cores).
+        checkpoint_every_n_steps: Training stages write ``<stage>/checkpoints/last.ckpt`` (atomically) every this
+            many optimizer steps, for ``resume``; 0 disables it. Removed when the stage is done.
         stages: The stages to run (default all; ``teacher`` and ``distill`` always run).
         defaults: Recipe keys shared by every training stage (data, common Trainer keys, distillation loss).
         teacher: The teacher's recipe (``model``: a ``ClassifierModule``) and ``finetune``.
@@ -96,7 +102,10 @@ def run_pipeline(
                       export, benchmark)  # fmt: skip
     if threads:
         torch.set_num_threads(threads)
-    ctx = RunContext(run_dir=Path(run_dir), resume=resume)
+    if checkpoint_every_n_steps < 0:
+        raise UserInputError(f"checkpoint_every_n_steps must be >= 0 (0: no mid-stage checkpoints), got "
+                             f"{checkpoint_every_n_steps}")  # fmt: skip
+    ctx = RunContext(run_dir=Path(run_dir), resume=resume, checkpoint_every_n_steps=checkpoint_every_n_steps)
     check_inputs(ctx, plan)
     created = not ctx.run_dir.exists()
     ctx.run_dir.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -12,7 +13,7 @@ from lit_compress.models.io import save_model_dir
 from lit_compress.pipeline.config import StagePlan
 from lit_compress.pipeline.context import RunContext, Stopwatch, TrainedModel, dir_size
 from lit_compress.pipeline.recipes import deep_merge
-from lit_compress.pipeline.training import fit_recipe, with_stage_outputs, with_tokenizer
+from lit_compress.pipeline.training import CHECKPOINTS, fit_recipe, with_checkpoints, with_stage_outputs, with_tokenizer
 
 T = TypeVar("T", bound=TrainedModel)
 
@@ -40,8 +41,11 @@ def fill(recipe: Mapping[str, Any], out_dir: Path, tokenizer: str | Path, **mode
 
 def train(ctx: RunContext, stage: str, recipe: Mapping[str, Any], *, fit: bool = True) -> tuple[Any, dict[str, float]]:
     """Fit and test the filled ``recipe`` of ``stage``, timed."""
+    out = ctx.stage_dir(stage)
+    if fit:
+        recipe = with_checkpoints(recipe, out, ctx.checkpoint_every_n_steps)
     with Stopwatch(ctx, stage):
-        return fit_recipe(recipe, ctx.stage_dir(stage), stage, fit=fit)
+        return fit_recipe(recipe, out, stage, fit=fit, resume=ctx.resume)
 
 
 def finish(ctx: RunContext, kind: type[T], stage: str, variant: str, model: Any, tokenizer: Any,
@@ -53,6 +57,7 @@ def finish(ctx: RunContext, kind: type[T], stage: str, variant: str, model: Any,
     result = kind(stage=stage, variant=variant, model_dir=Path(model_dir), metrics=metrics,
                   recipe=ctx.run_dir / stage / "recipe.yaml", **extra)  # fmt: skip
     ctx.mark_done(stage, result.record(ctx.timings.get(stage)))
+    shutil.rmtree(ctx.run_dir / stage / CHECKPOINTS, ignore_errors=True)  # done: the model directory is the result
     return result
 
 

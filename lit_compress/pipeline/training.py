@@ -66,8 +66,32 @@ def with_stage_outputs(recipe: Mapping[str, Any], out_dir: Path) -> dict[str, An
     return {**recipe, "trainer": trainer}
 
 
-def fit_recipe(recipe: Mapping[str, Any], out_dir: Path, stage: str, *, fit: bool = True) -> tuple[Any, dict[str, float]]:
+CHECKPOINTS = "checkpoints"
+LAST = "last.ckpt"
+
+
+def with_checkpoints(recipe: Mapping[str, Any], out_dir: Path, every_n_steps: int) -> dict[str, Any]:
+    """A copy of ``recipe`` that keeps ``out_dir/checkpoints/last.ckpt`` every ``every_n_steps`` optimizer steps
+    (Lightning's ``ModelCheckpoint``, written atomically) with the random state in it
+    and the loader's position (:class:`~lit_compress.utils.resume.ExactResume`), so a killed stage can continue; 0: as is."""
+    if every_n_steps <= 0:
+        return dict(recipe)
+    trainer = dict(recipe.get("trainer") or {})
+    callbacks = trainer.get("callbacks") or []
+    callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
+    checkpoint = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                  "init_args": {"dirpath": str(out_dir / CHECKPOINTS), "save_last": True, "save_top_k": 0,
+                                "every_n_train_steps": every_n_steps, "enable_version_counter": False}}  # fmt: skip
+    state = {"class_path": "lit_compress.utils.resume.ExactResume"}
+    return {**recipe, "trainer": {**trainer, "enable_checkpointing": True, "callbacks": [*callbacks, state, checkpoint]}}
+
+
+def fit_recipe(recipe: Mapping[str, Any], out_dir: Path, stage: str, *, fit: bool = True,
+               resume: bool = False) -> tuple[Any, dict[str, float]]:  # fmt: skip
     """Write ``recipe`` as ``out_dir/recipe.yaml``, build it as ``lit-compress fit --config`` would, fit, test.
+
+    With ``resume`` and a ``checkpoints/last.ckpt`` left by an interrupted fit of this stage, the fit continues
+    from it (``ckpt_path``) instead of starting over.
 
     Returns:
         The LightningCLI object (``.model``, ``.datamodule``, ``.trainer``) and the test metrics.
@@ -76,7 +100,11 @@ def fit_recipe(recipe: Mapping[str, Any], out_dir: Path, stage: str, *, fit: boo
     quiet_lightning()
     cli = instantiate(recipe)
     if fit:
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        last = out_dir / CHECKPOINTS / LAST
+        ckpt_path = str(last) if resume and last.is_file() else None
+        if ckpt_path:
+            print(f"[{stage}] continuing from {last} (resume)")
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
     return cli, test_metrics(cli.trainer, cli.model, cli.datamodule)
 
 

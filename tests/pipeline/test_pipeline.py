@@ -100,7 +100,11 @@ def test_every_stage_on_a_tiny_model(tmp_path, csv_files, tiny_model_dir) -> Non
     assert results.pruned.architecture["intermediate_sizes"] == [32, 32]
     assert results.pruned.vocabulary["new_vocab_size"] < results.pruned.vocabulary["old_vocab_size"]
     assert json.loads((run / "prune" / "stage.json").read_text())["architecture"] == results.pruned.architecture
-    seed, pruning = yaml.safe_load((run / "prune" / "recipe.yaml").read_text())["trainer"]["callbacks"]
+    seed, pruning, resume, checkpoint = yaml.safe_load((run / "prune" / "recipe.yaml").read_text())["trainer"]["callbacks"]
+    assert resume["class_path"] == "lit_compress.utils.resume.ExactResume"
+    assert checkpoint["init_args"]["dirpath"] == str(run / "prune" / "checkpoints")
+    assert checkpoint["init_args"]["save_last"] is True and checkpoint["init_args"]["every_n_train_steps"] == 50
+    assert not (run / "prune" / "checkpoints").exists(), "removed once the stage is done"
     assert seed["class_path"] == "lit_compress.pipeline.seeding.SeedBeforeFit"
     ramp = pruning["init_args"]["head_pruning_ratio"]
     assert ramp["class_path"] == "lit_compress.prune.schedules.PolynomialDecay"
