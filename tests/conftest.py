@@ -82,3 +82,19 @@ def tiny_model_dir(tmp_path: Path) -> Path:
     model.config.label2id = {v: k for k, v in model.config.id2label.items()}
     model.save_pretrained(directory)
     return directory
+
+
+def run_two_ranks(script: Path, out: Path, timeout: int = 180) -> list[dict]:
+    """Run ``script OUT`` (a 2-process CPU DDP Lightning run that saves ``OUT/rank{r}.pt``); return both files."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, str(script), str(out)], cwd=root, env=env, capture_output=True,
+                            text=True, timeout=timeout)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]

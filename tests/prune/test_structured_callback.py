@@ -179,17 +179,9 @@ def test_schedule_out_of_range_and_multi_process_are_refused() -> None:
 def test_ddp_two_cpu_processes_cut_the_same_units_and_stay_in_lockstep(tmp_path: Path) -> None:
     """Two gloo ranks on different data prune twice; after each cut the DDP wrapper is rebuilt, so gradients of
     the new parameters are still all-reduced and both ranks end bit-identical."""
-    import os
-    import subprocess
-    import sys
+    from tests.conftest import run_two_ranks
 
-    root = Path(__file__).resolve().parents[2]
-    script = Path(__file__).with_name("ddp_structured_run.py")
-    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, str(script), str(tmp_path)], cwd=root, env=env,
-                            capture_output=True, text=True, timeout=180)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    ranks = run_two_ranks(Path(__file__).with_name("ddp_structured_run.py"), tmp_path)
     assert ranks[0]["world_size"] == ranks[1]["world_size"] == 2
     assert ranks[0]["batches"] != ranks[1]["batches"]  # each rank saw different data
     for rank in ranks:

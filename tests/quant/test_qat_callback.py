@@ -118,18 +118,9 @@ def test_distillation_pruning_and_qat_in_one_run() -> None:
 
 def test_ddp_static_observer_ranges_cover_every_ranks_batches(tmp_path) -> None:
     """Under DDP the static ranges are all-reduced (min of mins, max of maxes), not rank 0's broadcast."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
+    from tests.conftest import run_two_ranks
 
-    root = Path(__file__).resolve().parents[2]
-    script = Path(__file__).with_name("ddp_qat_run.py")
-    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, str(script), str(tmp_path)], cwd=root, env=env,
-                            capture_output=True, text=True, timeout=180)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    ranks = run_two_ranks(Path(__file__).with_name("ddp_qat_run.py"), tmp_path)
     assert ranks[0]["world_size"] == 2 and ranks[0]["ranges"] == ranks[1]["ranges"]
     differs = 0
     for name, (lo, hi) in ranks[0]["ranges"].items():
