@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lit_compress.models.layout import EncoderLayout, encoder_layers, layout_of
+from lit_compress.models.layout import EncoderLayout, LayoutError, encoder_layers, layout_of
 from lit_compress.models.surgery import ParamRemap, cut_units, input_embeddings, slice_embeddings
 
 FORMAT_VERSION = 1
@@ -92,7 +92,7 @@ def read_architecture(model: nn.Module) -> ArchitectureSpec | None:
     """
     try:
         layout = layout_of(model)
-    except ValueError:
+    except LayoutError:
         return None
     spec, cfg = current_architecture(model), model.config
     unpruned = (

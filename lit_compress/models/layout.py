@@ -57,14 +57,6 @@ class EncoderLayout:
         """*family*: per FFN channel, the FFN input rows and FFN output columns of ``layer``."""
         raise NotImplementedError
 
-    def attention_output(self, layer: nn.Module) -> nn.Linear:
-        """*family*: the Linear whose input columns are the concatenated heads (``W_o``)."""
-        raise NotImplementedError
-
-    def ffn_output(self, layer: nn.Module) -> nn.Linear:
-        """*family*: the Linear whose input columns are the FFN channels (``W_out``)."""
-        raise NotImplementedError
-
     def head_size(self, layer: nn.Module) -> int:
         """*family*: width of one attention head (never changed by pruning)."""
         raise NotImplementedError
@@ -81,6 +73,14 @@ class EncoderLayout:
         return int(config.intermediate_size)
 
     # ---- derived --------------------------------------------------------------------------------------------
+    def attention_output(self, layer: nn.Module) -> nn.Linear:
+        """The Linear whose input columns are the concatenated heads (``W_o``: the input-side attention slice)."""
+        return _input_side(self.attention_slices(layer), "attention")
+
+    def ffn_output(self, layer: nn.Module) -> nn.Linear:
+        """The Linear whose input columns are the FFN channels (``W_out``: the input-side FFN slice)."""
+        return _input_side(self.ffn_slices(layer), "FFN")
+
     def layers(self, model: nn.Module) -> list[nn.Module]:
         """The distinct encoder blocks in forward order (what pruning cuts and an architecture lists)."""
         return list(self.layer_list(model))
@@ -127,6 +127,13 @@ class EncoderLayout:
         return layers
 
 
+def _input_side(slices: list[UnitSlice], what: str) -> nn.Linear:
+    outputs = [s.linear for s in slices if s.dim == 1]
+    if len(outputs) != 1:
+        raise LayoutError(f"A layout's {what} slices must hold exactly one input-side (dim 1) Linear; got {len(outputs)}.")
+    return outputs[0]
+
+
 def _model_type(model: nn.Module) -> str | None:
     return getattr(getattr(model, "config", None), "model_type", None)
 
@@ -148,16 +155,11 @@ class BertLayout(EncoderLayout):
     def attention_slices(self, layer: nn.Module) -> list[UnitSlice]:
         d = self.head_size(layer)
         rows = [UnitSlice(lin, 0, d) for lin in self._qkv(layer)]
-        return [*rows, UnitSlice(self.attention_output(layer), 1, d)]
+        return [*rows, UnitSlice(layer.attention.output.dense, 1, d)]
 
     def ffn_slices(self, layer: nn.Module) -> list[UnitSlice]:
-        return [UnitSlice(layer.intermediate.dense, 0), UnitSlice(self.ffn_output(layer), 1)]
+        return [UnitSlice(layer.intermediate.dense, 0), UnitSlice(layer.output.dense, 1)]
 
-    def attention_output(self, layer: nn.Module) -> nn.Linear:
-        return layer.attention.output.dense
-
-    def ffn_output(self, layer: nn.Module) -> nn.Linear:
-        return layer.output.dense
 
     def head_size(self, layer: nn.Module) -> int:
         return int(layer.attention.self.attention_head_size)
@@ -196,11 +198,6 @@ class DistilBertLayout(EncoderLayout):
     def ffn_slices(self, layer: nn.Module) -> list[UnitSlice]:
         return [UnitSlice(layer.ffn.lin1, 0), UnitSlice(layer.ffn.lin2, 1)]
 
-    def attention_output(self, layer: nn.Module) -> nn.Linear:
-        return layer.attention.out_lin
-
-    def ffn_output(self, layer: nn.Module) -> nn.Linear:
-        return layer.ffn.lin2
 
     def head_size(self, layer: nn.Module) -> int:
         return int(layer.attention.attention_head_size)
@@ -241,11 +238,6 @@ class AlbertLayout(EncoderLayout):
     def ffn_slices(self, layer: nn.Module) -> list[UnitSlice]:
         return [UnitSlice(layer.ffn, 0), UnitSlice(layer.ffn_output, 1)]
 
-    def attention_output(self, layer: nn.Module) -> nn.Linear:
-        return layer.attention.dense
-
-    def ffn_output(self, layer: nn.Module) -> nn.Linear:
-        return layer.ffn_output
 
     def head_size(self, layer: nn.Module) -> int:
         return int(layer.attention.attention_head_size)
@@ -281,11 +273,6 @@ class ModernBertLayout(EncoderLayout):
         mlp = layer.mlp
         return [UnitSlice(mlp.Wi, 0, 1, (0, mlp.Wo.in_features)), UnitSlice(mlp.Wo, 1)]
 
-    def attention_output(self, layer: nn.Module) -> nn.Linear:
-        return layer.attn.Wo
-
-    def ffn_output(self, layer: nn.Module) -> nn.Linear:
-        return layer.mlp.Wo
 
     def head_size(self, layer: nn.Module) -> int:
         return int(layer.attn.head_dim)
@@ -322,7 +309,7 @@ def layout_of(model: nn.Module) -> EncoderLayout:
         raise LayoutError(
             f"lit_compress has no model layout for {type(model).__name__} (model_type {model_type!r}); supported: "
             f"{', '.join(sorted(LAYOUTS))}. Subclass lit_compress.models.layout.EncoderLayout (layer_list, "
-            "attention_slices, ffn_slices, attention_output, ffn_output, head_size, set_num_heads) and call "
+            "attention_slices, ffn_slices, head_size, set_num_heads) and call "
             "register_layout(...)."
         )
     return layout

@@ -153,12 +153,9 @@ def _dummy_inputs(model: nn.Module) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
-def structured_magnitude_scores(model: nn.Module, groups: list[tuple[Any, Any]] | None = None) -> UnitScores:
+def structured_magnitude_scores(model: nn.Module) -> UnitScores:
     """Group L2 magnitude of every head and FFN channel: per unit, the mean over the coupled weight blocks
-    (q, k, v rows and W_o columns; FFN in rows, gate rows, out columns) of their squared L2 norm.
-
-    ``groups`` is accepted for compatibility and ignored (the layout names the blocks).
-    """
+    (q, k, v rows and W_o columns; FFN in rows, gate rows, out columns) of their squared L2 norm."""
     layout, heads, ffn = layout_of(model), [], []
     for layer in encoder_layers(model):
         heads.append(_group_magnitude(layout.attention_slices(layer), layout.num_heads(layer)))
