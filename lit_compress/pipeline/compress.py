@@ -20,6 +20,7 @@ from lit_compress.models.hub import load_tokenizer
 from lit_compress.models.io import load_model_dir, save_model_dir
 from lit_compress.pipeline.config import ExportPlan, StagePlan
 from lit_compress.pipeline.context import PrunedModel, QuantizedModel, RunContext
+from lit_compress.pipeline.recipes import recipe_callbacks, with_callbacks
 from lit_compress.pipeline.stages import fill, finish, reuse, seeded, train
 from lit_compress.pipeline.training import gate_texts, make_datamodule
 
@@ -45,9 +46,7 @@ def stage_steps(recipe: Mapping[str, Any], tokenizer: str | Path) -> int:
 def with_callback(recipe: Mapping[str, Any], class_path: str, update: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """A copy of ``recipe`` whose ``class_path`` callback (added when absent) has ``update`` applied to its
     ``init_args``; a callback given by a subclass's path counts as that callback."""
-    trainer = dict(recipe.get("trainer") or {})
-    callbacks = trainer.get("callbacks") or []
-    callbacks = [dict(c) for c in (callbacks if isinstance(callbacks, list) else [callbacks])]
+    callbacks = recipe_callbacks(recipe)
     wanted = _import(class_path)
     entry = next((c for c in callbacks if issubclass(_import(c["class_path"]), wanted)), None)
     if entry is None:
@@ -55,7 +54,7 @@ def with_callback(recipe: Mapping[str, Any], class_path: str, update: Callable[[
         callbacks.append(entry)
     entry["init_args"] = dict(entry.get("init_args") or {})
     update(entry["init_args"])
-    return {**recipe, "trainer": {**trainer, "callbacks": callbacks}}
+    return with_callbacks(recipe, callbacks)
 
 
 def _import(path: str) -> type:

@@ -67,6 +67,18 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return out
 
 
+def recipe_callbacks(recipe: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Copies of the recipe's Trainer callback entries, as a list (a single entry becomes a one-item list)."""
+    callbacks = (recipe.get("trainer") or {}).get("callbacks") or []
+    return [dict(c) for c in (callbacks if isinstance(callbacks, list) else [callbacks])]
+
+
+def with_callbacks(recipe: Mapping[str, Any], callbacks: list[dict[str, Any]], **trainer_keys: Any) -> dict[str, Any]:
+    """A copy of ``recipe`` whose Trainer has ``callbacks`` (and ``trainer_keys``)."""
+    trainer = dict(recipe.get("trainer") or {})
+    return {**recipe, "trainer": {**trainer, **trainer_keys, "callbacks": callbacks}}
+
+
 def split_section(section: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """A stage section -> (its fit recipe, its pipeline knobs)."""
     recipe = {k: section[k] for k in RECIPE_KEYS if k in section}

@@ -12,7 +12,7 @@ from lit_compress.bench.suite import MB
 from lit_compress.models.io import save_model_dir
 from lit_compress.pipeline.config import StagePlan
 from lit_compress.pipeline.context import RunContext, Stopwatch, TrainedModel, dir_size
-from lit_compress.pipeline.recipes import deep_merge
+from lit_compress.pipeline.recipes import deep_merge, recipe_callbacks, with_callbacks
 from lit_compress.pipeline.training import CHECKPOINTS, fit_recipe, with_checkpoints, with_stage_outputs, with_tokenizer
 
 T = TypeVar("T", bound=TrainedModel)
@@ -92,9 +92,7 @@ def distill_stage(ctx: RunContext, plan: StagePlan) -> TrainedModel:
 def seeded(recipe: Mapping[str, Any]) -> dict[str, Any]:
     """``recipe`` with :class:`~lit_compress.pipeline.seeding.SeedBeforeFit` first among its callbacks (the
     distillation stages: their models are built from earlier stages' directories, which may draw random numbers)."""
-    trainer = dict(recipe.get("trainer") or {})
-    callbacks = trainer.get("callbacks") or []
-    callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
+    callbacks = recipe_callbacks(recipe)
     seed = {"class_path": "lit_compress.pipeline.seeding.SeedBeforeFit",
             "init_args": {"seed": int(recipe.get("seed_everything") or 0)}}  # fmt: skip
-    return {**recipe, "trainer": {**trainer, "callbacks": [seed, *callbacks]}}
+    return with_callbacks(recipe, [seed, *callbacks])

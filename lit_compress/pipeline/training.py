@@ -11,7 +11,14 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
-from lit_compress.pipeline.recipes import deep_merge, instantiate, instantiate_datamodule, write_recipe
+from lit_compress.pipeline.recipes import (
+    deep_merge,
+    instantiate,
+    instantiate_datamodule,
+    recipe_callbacks,
+    with_callbacks,
+    write_recipe,
+)
 
 
 def make_datamodule(data: Mapping[str, Any], tokenizer: str) -> Any:
@@ -76,14 +83,12 @@ def with_checkpoints(recipe: Mapping[str, Any], out_dir: Path, every_n_steps: in
     and the loader's position (:class:`~lit_compress.utils.resume.ExactResume`), so a killed stage can continue; 0: as is."""
     if every_n_steps <= 0:
         return dict(recipe)
-    trainer = dict(recipe.get("trainer") or {})
-    callbacks = trainer.get("callbacks") or []
-    callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
+    callbacks = recipe_callbacks(recipe)
     checkpoint = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
                   "init_args": {"dirpath": str(out_dir / CHECKPOINTS), "save_last": True, "save_top_k": 0,
                                 "every_n_train_steps": every_n_steps, "enable_version_counter": False}}  # fmt: skip
     state = {"class_path": "lit_compress.utils.resume.ExactResume"}
-    return {**recipe, "trainer": {**trainer, "enable_checkpointing": True, "callbacks": [*callbacks, state, checkpoint]}}
+    return with_callbacks(recipe, [*callbacks, state, checkpoint], enable_checkpointing=True)
 
 
 def fit_recipe(recipe: Mapping[str, Any], out_dir: Path, stage: str, *, fit: bool = True,
