@@ -9,6 +9,7 @@ from pathlib import Path
 import gzip
 from typing import Any
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -176,6 +177,20 @@ def test_augment_changes_train_batches_only(tmp_path: Path) -> None:
     assert bool((batch["pixel_values"] == black).any())
 
 
+def test_train_loader_resumes_mid_epoch_in_the_same_order(tmp_path: Path) -> None:
+    _write_folder(tmp_path, per_class=6)
+    kwargs = dict(dataset=f"folder:{tmp_path}", image_size=4, val_size=2, batch_size=3)
+    torch.manual_seed(5)
+    whole = [b["idx"].tolist() for b in ImageClassificationDataModule(**kwargs).train_dataloader()]
+    torch.manual_seed(5)
+    first = ImageClassificationDataModule(**kwargs).train_dataloader()
+    batches = iter(first)
+    head = [next(batches)["idx"].tolist() for _ in range(2)]
+    resumed = ImageClassificationDataModule(**kwargs).train_dataloader()  # a restarted process
+    resumed.load_state_dict(first.state_dict())
+    assert len(whole) == 5 and head + [b["idx"].tolist() for b in resumed] == whole
+
+
 # -- a Hugging Face dataset saved to disk -----------------------------------------------------------------------
 def test_hf_dataset_from_disk(tmp_path: Path) -> None:
     datasets = pytest.importorskip("datasets")
@@ -232,3 +247,52 @@ def test_bad_sources_fail_in_one_line(tmp_path: Path, monkeypatch: pytest.Monkey
         assert words in str(err.value) and "\n" not in str(err.value), dataset
     with pytest.raises(UserInputError, match="fix std"):
         ImageClassificationDataModule(std=[0.3, 0.3])
+
+
+# -- lit-compress fit: the datamodule by class_path, its label names linked into the model -------------------------
+class TinyImageClassifier(L.LightningModule):
+    """A linear classifier over flattened pixels that records the label names the CLI links in."""
+
+    def __init__(self, labels: list[str] | None = None, pixels: int = 64) -> None:
+        super().__init__()
+        self.labels = labels
+        self.linear = torch.nn.Linear(pixels, len(labels or [0, 1]))
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        logits = self.linear(batch["pixel_values"].flatten(1))
+        return torch.nn.functional.cross_entropy(logits, batch["labels"])
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_lit_compress_fit_links_label_names_and_trains(tmp_path: Path) -> None:
+    from lit_compress.cli import trainer_cli
+
+    _write_folder(tmp_path / "imgs", per_class=4)
+    config = tmp_path / "fit.yaml"
+    config.write_text(f"""\
+model:
+  class_path: {__name__}.TinyImageClassifier
+data:
+  class_path: lit_compress.vision.images.ImageClassificationDataModule
+  init_args:
+    dataset: folder:{tmp_path / 'imgs'}
+    image_size: 8
+    val_size: 2
+    mean: [0.25]
+    augment: true
+    batch_size: 4
+trainer:
+  max_steps: 2
+  logger: false
+  enable_checkpointing: false
+  enable_progress_bar: false
+  enable_model_summary: false
+  limit_val_batches: 0
+  default_root_dir: {tmp_path}
+""")
+    cli = trainer_cli(["--config", str(config)], run=False)
+    assert cli.model.labels == list(CLASSES) and cli.datamodule.mean == [0.25]
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.trainer.global_step == 2
