@@ -1,4 +1,5 @@
-"""Quantization-aware training: pure quantization math, fake-quantized Linears, the callback, and export."""
+"""Quantization-aware training: pure quantization math, fake-quantized Linears and Conv2ds, the callback, and
+export."""
 
 from lit_compress.quant.callback import QuantizationAwareTraining, quantization_metrics
 from lit_compress.quant.config import ActivationQuantConfig, QuantizationSchedule, WeightQuantConfig
@@ -10,6 +11,8 @@ from lit_compress.quant.export import (
     strip_fake_quant,
 )
 from lit_compress.quant.fake_quant import (
+    FakeQuantized,
+    FakeQuantizedConv2d,
     FakeQuantizedLinear,
     default_filter,
     fake_quantized_modules,
@@ -18,7 +21,7 @@ from lit_compress.quant.fake_quant import (
     set_quantization_state,
 )
 from lit_compress.quant.observers import RangeObserver
-from lit_compress.quant.qdq import QDQEmbedding, QDQLinear, convert_to_qdq
+from lit_compress.quant.qdq import QDQConv2d, QDQEmbedding, QDQLinear, convert_to_qdq
 from lit_compress.quant.targets import TARGETS, CpuFeatures, Int8Target, cpu_features, detect_target, resolve_target
 
 __all__ = [
@@ -26,7 +29,10 @@ __all__ = [
     "ActivationQuantConfig",
     "CpuFeatures",
     "Int8Target",
+    "FakeQuantized",
+    "FakeQuantizedConv2d",
     "FakeQuantizedLinear",
+    "QDQConv2d",
     "QDQEmbedding",
     "QDQLinear",
     "QuantizationAwareTraining",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from collections.abc import Sequence
+from dataclasses import asdict, replace
 from typing import Any
 
 import lightning as L
@@ -14,13 +15,16 @@ from lit_compress.quant.config import ActivationQuantConfig, QuantizationSchedul
 from lit_compress.quant.observers import all_reduce_ranges
 from lit_compress.models.layout import default_linear_filter
 from lit_compress.quant.fake_quant import (
-    FakeQuantizedLinear,
+    FakeQuantized,
+    FakeQuantizedConv2d,
     FilterFn,
     default_filter,
     fake_quantized_modules,
+    module_types_from_names,
     prepare_qat,
     regex_filter,
     set_quantization_state,
+    with_convs,
 )
 from lit_compress.utils.target import compression_target
 
@@ -28,11 +32,12 @@ log = logging.getLogger(__name__)
 
 
 class QuantizationAwareTraining(L.Callback):
-    """Fake-quantize the chosen Linears of the compression target while it trains (Jacob et al., 2018).
+    """Fake-quantize the chosen Linears and Conv2ds of the compression target while it trains (Jacob et al., 2018).
 
-    In ``setup()`` (which Lightning runs before restoring a checkpoint) the selected ``nn.Linear`` layers of
-    :func:`~lit_compress.utils.target.compression_target` are swapped for
-    :class:`~lit_compress.quant.fake_quant.FakeQuantizedLinear` — idempotently, and in every stage, so
+    In ``setup()`` (which Lightning runs before restoring a checkpoint) the selected ``nn.Linear`` and
+    ``nn.Conv2d`` layers of :func:`~lit_compress.utils.target.compression_target` are swapped for
+    :class:`~lit_compress.quant.fake_quant.FakeQuantizedLinear` /
+    :class:`~lit_compress.quant.fake_quant.FakeQuantizedConv2d` — idempotently, and in every stage, so
     ``trainer.test(ckpt_path=...)`` and resumed fits load the quantization buffers. Before each training batch
     the schedule switches fake quantization (from ``start_step``) and observer updates (until
     ``freeze_observers_step``) as pure functions of ``trainer.global_step``; observer ranges are buffers of the
@@ -46,9 +51,14 @@ class QuantizationAwareTraining(L.Callback):
         activation: Input quantization (default dynamic uint8 per tensor, as ORT dynamic quantization).
         start_step: First optimizer step with fake quantization (full-precision warm-up before).
         freeze_observers_step: Step from which static observers stop updating (``None``: never).
-        filter_fn: ``(module, fqn) -> bool`` or a regex on the qualified name choosing the Linears; default
+        filter_fn: ``(module, fqn) -> bool`` or a regex on the qualified name choosing the layers; default
             the Linears of the encoder blocks, asked of the model's layout
-            (:func:`~lit_compress.models.layout.default_linear_filter`).
+            (:func:`~lit_compress.models.layout.default_linear_filter`), and every Conv2d.
+        module_types: Layer types that may be fake-quantized: ``["Linear", "Conv2d"]`` (default) or a subset,
+            e.g. ``["Linear"]`` to leave convolutions (a ViT's patch embedding) in float.
+        conv_weight: Weight quantization of the convolutions; default ``weight``, but per tensor under the
+            dynamic activation scheme, because ORT's dynamic ``ConvInteger`` takes one weight scale per tensor
+            (:func:`~lit_compress.quant.export.ort_dynamic_scheme`).
         log_per_module: Also log every layer's input scale (static scheme), not just summaries.
         target: int8 deployment CPU whose kernel the fake quantizer simulates: ``"auto"`` (this machine) or a
             preset name (``"avx2"``, ``"avx512_vnni"``, ``"arm64"``, ...); used when ``weight`` is not given.
@@ -63,12 +73,17 @@ class QuantizationAwareTraining(L.Callback):
         filter_fn: str | FilterFn | None = None,
         log_per_module: bool = False,
         target: str = "auto",
+        module_types: Sequence[str] = ("Linear", "Conv2d"),
+        conv_weight: WeightQuantConfig | None = None,
     ) -> None:
         from lit_compress.quant.targets import resolve_target
 
         self.target = resolve_target(target)
         self.weight = weight or self.target.weight_config()
         self.activation = activation or ActivationQuantConfig()
+        self.module_types = module_types_from_names(module_types)
+        dynamic = self.activation.scheme == "dynamic"  # ORT's ConvInteger: one weight scale per tensor
+        self.conv_weight = conv_weight or (replace(self.weight, granularity="per_tensor") if dynamic else self.weight)
         self.schedule = QuantizationSchedule(start_step, freeze_observers_step)
         if isinstance(filter_fn, str):
             filter_fn = regex_filter(filter_fn)
@@ -79,16 +94,17 @@ class QuantizationAwareTraining(L.Callback):
         self._restored_modules: list[str] | None = None
 
     def filter_modules(self, module: nn.Module, fqn: str) -> bool:
-        """Whether the Linear ``module`` named ``fqn`` is fake-quantized (override for custom selection)."""
+        """Whether the layer ``module`` named ``fqn`` is fake-quantized (override for custom selection)."""
         return (self.filter_fn or self._default_filter)(module, fqn)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         target = compression_target(pl_module)
-        self._default_filter = default_linear_filter(target)
-        self.quantized_modules = prepare_qat(target, self.weight, self.activation, self.filter_modules)
+        self._default_filter = with_convs(default_linear_filter(target))
+        self.quantized_modules = prepare_qat(target, self.weight, self.activation, self.filter_modules,
+                                             self.module_types, self.conv_weight)  # fmt: skip
         self._check_restored(self.quantized_modules)
         self._apply_schedule(target, trainer.global_step)
-        log.info("QuantizationAwareTraining: %d Linear layers fake-quantized", len(self.quantized_modules))
+        log.info("QuantizationAwareTraining: %d layers fake-quantized", len(self.quantized_modules))
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
@@ -99,8 +115,8 @@ class QuantizationAwareTraining(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         if trainer.world_size > 1:  # every rank's batch counts, not rank 0's alone (DDP broadcasts buffers)
-            observing = [m.input_observer for _, m in fake_quantized_modules(compression_target(pl_module))
-                         if m.input_observer is not None and bool(m.observer_enabled)]  # fmt: skip
+            observing = [o for _, m in fake_quantized_modules(compression_target(pl_module))
+                         if bool(m.observer_enabled) for o in m.observers()]  # fmt: skip
             all_reduce_ranges(observing)
         if trainer.logger is None:
             return
@@ -111,6 +127,8 @@ class QuantizationAwareTraining(L.Callback):
         return {
             "quantized_modules": list(self.quantized_modules),
             "weight": asdict(self.weight),
+            "conv_weight": asdict(self.conv_weight),
+            "module_types": [t.__name__ for t in self.module_types],
             "target": self.target.name,
             "activation": asdict(self.activation),
             "schedule": asdict(self.schedule),
@@ -140,8 +158,9 @@ def quantization_metrics(model: nn.Module, per_module: bool = False) -> dict[str
     """Loggable quantization state of ``model``.
 
     Keys: ``quant/enabled`` and ``quant/observers_enabled`` (fraction of layers), ``quant/weight_scale_mean``
-    (mean weight scale), ``quant/input_scale_mean`` (mean frozen-or-observed input scale, static scheme) and,
-    with ``per_module``, ``quant/input_scale/<fqn>``.
+    (mean weight scale), ``quant/input_scale_mean`` (mean frozen-or-observed input scale, static scheme),
+    ``quant/output_scale_mean`` (static-scheme convolutions' output scale) and, with ``per_module``,
+    ``quant/input_scale/<fqn>``.
     """
     layers = list(fake_quantized_modules(model))
     if not layers:
@@ -155,12 +174,15 @@ def quantization_metrics(model: nn.Module, per_module: bool = False) -> dict[str
     observed = [s for s in input_scales.values() if s is not None]
     if observed:
         out["quant/input_scale_mean"] = _mean(observed)
+    outputs = [float(q[0]) for _, m in layers if isinstance(m, FakeQuantizedConv2d) and (q := m.output_qparams())]
+    if outputs:
+        out["quant/output_scale_mean"] = _mean(outputs)
     if per_module:
         out.update({f"quant/input_scale/{k}": v for k, v in input_scales.items() if v is not None})
     return {k: v for k, v in out.items() if v == v}  # drop NaN (no static observers)
 
 
-def _input_scale(module: FakeQuantizedLinear) -> float | None:
+def _input_scale(module: FakeQuantized) -> float | None:
     qparams = module.input_qparams() if module.input_observer is not None else None
     return None if qparams is None else float(qparams[0])
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_compress.quant.fake_quant import FakeQuantizedLinear, fake_quantized_modules
+from lit_compress.quant.fake_quant import FakeQuantizedConv2d, FakeQuantizedLinear, fake_quantized_modules
 from lit_compress.quant.functional import fake_quantize, quantize, symmetric_qparams
 
 
@@ -62,21 +62,17 @@ class QDQLinear(nn.Module):
         self.input_qrange = act.qrange
         self.weight_axis = module.weight_config.axis
         scale, zero_point = module.weight_qparams()
-        with torch.no_grad():
-            qmin, qmax = module.weight_config.qrange
-            fq = fake_quantize(module.weight, scale, zero_point, qmin, qmax, axis=self.weight_axis)
-            divisor = scale[:, None] if self.weight_axis == 0 else scale
-            codes = torch.round(fq / divisor).to(torch.int8)
-        self.register_buffer("qweight", codes.t().contiguous())
+        self.register_buffer("qweight", _weight_codes(module).t().contiguous())
         self.register_buffer("weight_scale", scale)
         self.register_buffer("weight_zero_point", zero_point.to(torch.int64))
+        self.per_tensor_scale = float(scale) if self.weight_axis is None else None
         self.bias = None if module.bias is None else nn.Parameter(module.bias.detach().clone())
 
     def dequantized_weight(self) -> Tensor:
         """``DQ(W_q)`` as ``in x out`` float32."""
         ops = quantized_decomposed_ops()
-        if self.weight_axis is None:
-            return ops.dequantize_per_tensor(self.qweight, float(self.weight_scale), 0, -128, 127, torch.int8)
+        if self.weight_axis is None:  # a Python float: the exporter cannot trace float() of a buffer
+            return ops.dequantize_per_tensor(self.qweight, self.per_tensor_scale, 0, -128, 127, torch.int8)
         return ops.dequantize_per_channel(
             self.qweight, self.weight_scale, self.weight_zero_point, 1, -128, 127, torch.int8
         )
@@ -93,6 +89,95 @@ class QDQLinear(nn.Module):
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"input_scale={self.input_scale:.4g}, input_zero_point={self.input_zero_point}"
         )
+
+
+class QDQConv2d(nn.Module):
+    """Export form of a static-scheme :class:`FakeQuantizedConv2d`: ``y = DQ(Q(conv(DQ(Q(x)), DQ(W_q)) + DQ(b_q)))``.
+
+    ``W_q``: the fake quantizer's int8 codes (``O x I/g x kh x kw``, per output channel or per tensor);
+    ``b_q = round(b / (S_x S_w))`` as int32 with scale ``S_x S_w`` (per channel), zero point 0; the output is
+    quantized with the frozen output range. ONNX Runtime fuses exactly this pattern (DQ on input, weight and
+    int32 bias, Q on the output) into ``QLinearConv``, which computes ``round((S_x S_w / S_y) acc) + Z_y`` from
+    the integer accumulator ``acc`` (Jacob et al., 2018, eq. 7), so this module computes what the kernel does
+    up to float rounding.
+    """
+
+    qweight: Tensor
+    weight_scale: Tensor
+    weight_zero_point: Tensor
+    qbias: Tensor | None
+
+    def __init__(self, module: FakeQuantizedConv2d) -> None:
+        super().__init__()
+        act = module.activation_config
+        qin, qout = module.input_qparams(), module.output_qparams()
+        if act.scheme != "static" or qin is None or qout is None:
+            raise ValueError(
+                "QDQConv2d needs a static-scheme FakeQuantizedConv2d whose observer has seen data; train (or run "
+                "calibration batches in train mode) first, or export the dynamic scheme with export_dynamic_int8."
+            )
+        if act.bits != 8:
+            raise ValueError(f"Q/DQ export needs 8-bit activations, got bits={act.bits}.")
+        quantized_decomposed_ops()
+        self.conv = {"stride": module.stride, "padding": module.padding, "dilation": module.dilation,
+                     "groups": module.groups}  # fmt: skip
+        if module.padding_mode != "zeros":
+            raise ValueError(f"QDQConv2d supports padding_mode='zeros' only, got {module.padding_mode!r}.")
+        self.activation = (*act.qrange, torch.int8 if act.signed else torch.uint8)
+        self.input_qparams = (float(qin[0]), int(qin[1]))
+        self.output_qparams = (float(qout[0]), int(qout[1]))
+        scale, _ = module.weight_qparams()
+        scale = scale.expand(module.out_channels).contiguous()  # per tensor: the same scale in every channel
+        codes = _weight_codes(module)
+        self.register_buffer("qweight", codes)
+        self.register_buffer("weight_scale", scale)
+        self.register_buffer("weight_zero_point", torch.zeros(module.out_channels, dtype=torch.int64))
+        self.per_channel = module.weight_config.axis is not None
+        bias_scale = (scale.double() * self.input_qparams[0]).float()
+        qbias = None if module.bias is None else torch.round(module.bias.detach().double() / bias_scale.double())
+        self.register_buffer("qbias", None if qbias is None else qbias.clamp(-(2**31), 2**31 - 1).to(torch.int32))
+        self.register_buffer("bias_scale", bias_scale)
+
+    def _qdq(self, x: Tensor, qparams: tuple[float, int]) -> Tensor:
+        ops = quantized_decomposed_ops()
+        args = (*qparams, *self.activation)
+        return ops.dequantize_per_tensor(ops.quantize_per_tensor(x, *args), *args)
+
+    def dequantized_weight(self) -> Tensor:
+        """``DQ(W_q)`` as float32, the shape of the conv weight."""
+        ops = quantized_decomposed_ops()
+        return ops.dequantize_per_channel(self.qweight, self.weight_scale, self.weight_zero_point, 0, -128, 127,
+                                          torch.int8)  # fmt: skip
+
+    def dequantized_bias(self) -> Tensor | None:
+        """``DQ(b_q) = S_x S_w b_q`` (``None`` without bias)."""
+        if self.qbias is None:
+            return None
+        ops = quantized_decomposed_ops()
+        return ops.dequantize_per_channel(self.qbias, self.bias_scale, self.weight_zero_point, 0, -(2**31),
+                                          2**31 - 1, torch.int32)  # fmt: skip
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self._qdq(x, self.input_qparams)
+        y = F.conv2d(x, self.dequantized_weight(), self.dequantized_bias(), **self.conv)
+        return self._qdq(y, self.output_qparams)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{tuple(self.qweight.shape)}, {self.conv}, per_channel={self.per_channel}, "
+            f"input_scale={self.input_qparams[0]:.4g}, output_scale={self.output_qparams[0]:.4g}"
+        )
+
+
+def _weight_codes(module: FakeQuantizedConv2d | FakeQuantizedLinear) -> Tensor:
+    """The int8 codes ``round(fq(W) / S)`` of the fake quantizer's weight (scales broadcast over axis 0)."""
+    scale, zero_point = module.weight_qparams()
+    qmin, qmax = module.weight_config.qrange
+    axis = module.weight_config.axis
+    with torch.no_grad():
+        fq = fake_quantize(module.weight, scale, zero_point, qmin, qmax, axis=axis)
+        divisor = scale.reshape(-1, *[1] * (fq.dim() - 1)) if axis == 0 else scale
+        return torch.round(fq / divisor).to(torch.int8)
 
 
 class QDQEmbedding(nn.Module):
@@ -119,7 +204,8 @@ class QDQEmbedding(nn.Module):
 
 
 def convert_to_qdq(model: nn.Module, inplace: bool = False, quantize_embeddings: bool = False) -> nn.Module:
-    """Replace every static-scheme :class:`FakeQuantizedLinear` by a :class:`QDQLinear` (eval mode).
+    """Replace every static-scheme :class:`FakeQuantizedLinear` by a :class:`QDQLinear` and every
+    :class:`FakeQuantizedConv2d` by a :class:`QDQConv2d` (eval mode).
 
     Args:
         model: A model prepared for QAT with ``ActivationQuantConfig(scheme="static")`` and trained/calibrated.
@@ -136,7 +222,7 @@ def convert_to_qdq(model: nn.Module, inplace: bool = False, quantize_embeddings:
         raise ValueError("convert_to_qdq: the model has no FakeQuantizedLinear; prepare it with prepare_qat first.")
     for fqn, module in layers:
         try:
-            out.set_submodule(fqn, QDQLinear(module))
+            out.set_submodule(fqn, QDQConv2d(module) if isinstance(module, FakeQuantizedConv2d) else QDQLinear(module))
         except ValueError as err:
             raise ValueError(f"cannot convert {fqn!r}: {err}") from err
     if quantize_embeddings:
