@@ -12,12 +12,45 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+#: Batch keys a Hugging Face classifier takes: tokenized text, or normalized images ``(B, C, H, W)``.
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "pixel_values")
+#: The tensor that identifies an example (its first dimension is the batch): token ids, else pixels.
+PRIMARY_INPUTS = ("input_ids", "pixel_values")
 
 
 def model_inputs(batch: dict[str, Tensor]) -> dict[str, Tensor]:
-    """The keys of a batch that a Hugging Face encoder takes as inputs."""
+    """The keys of a batch that a Hugging Face classifier takes as inputs."""
     return {k: batch[k] for k in MODEL_INPUTS if k in batch}
+
+
+def primary_input(batch: dict[str, Tensor]) -> Tensor:
+    """``input_ids`` of a text batch, ``pixel_values`` of an image batch.
+
+    Raises:
+        KeyError: The batch has neither (naming the keys it has).
+    """
+    for key in PRIMARY_INPUTS:
+        if key in batch:
+            return batch[key]
+    raise KeyError(f"The batch has no {' or '.join(PRIMARY_INPUTS)} (keys: {sorted(batch)}); check the datamodule.")
+
+
+def apply_labels(model: nn.Module, labels: Sequence[str]) -> None:
+    """Name the classes of a ready model: its config's ``id2label`` / ``label2id`` become ``labels``.
+
+    Raises:
+        ValueError: The config declares another number of classes than ``labels`` has.
+    """
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "num_labels"):
+        return
+    if int(config.num_labels) != len(labels):
+        raise ValueError(
+            f"{type(model).__name__} has {config.num_labels} output classes but {len(labels)} labels were given "
+            f"({list(labels)[:5]}...); build the model with num_labels={len(labels)}."
+        )
+    config.id2label = dict(enumerate(labels))
+    config.label2id = {name: i for i, name in enumerate(labels)}
 
 
 class CompressionModule(L.LightningModule):

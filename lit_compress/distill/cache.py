@@ -11,8 +11,9 @@ from lit_compress.distill.losses import logits_checksum
 class TeacherLogitCache:
     """Per-example teacher logits keyed by the example index ``idx`` of the batch.
 
-    Valid while the inputs of an example do not change; each row stores a fingerprint of its token ids, and a
-    row whose fingerprint differs (new tokenizer, augmentation) counts as a miss and is recomputed.
+    Valid while the inputs of an example do not change; each row stores a fingerprint of its inputs (token ids, or
+    the bits of its pixel values: :func:`input_checksum`), and a row whose fingerprint differs (new tokenizer,
+    augmentation) counts as a miss and is recomputed.
     The cache is not part of the model's ``state_dict`` (the exported student needs none of it); Lightning
     checkpoints carry it (:meth:`state_dict`, through ``DistillationModule.on_save_checkpoint``), so a fit resumed
     in the middle of an epoch reuses the logits the interrupted one computed — recomputing them in other batches
@@ -36,12 +37,15 @@ class TeacherLogitCache:
         self.logits, self.checksums = logits, checksums
 
     def lookup(self, idx: Tensor, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor | None:
-        """Cached logits for the whole batch, or ``None`` if any row is missing or stale."""
+        """Cached logits for the whole batch, or ``None`` if any row is missing or stale.
+
+        ``input_ids`` is the batch's primary input: token ids, or ``pixel_values`` of an image batch.
+        """
         if self.logits is None or self.checksums is None or int(idx.max()) >= self.logits.shape[0]:
             self.misses += 1
             return None
         idx = idx.to(self.logits.device)
-        fresh = self.checksums[idx] == logits_checksum(input_ids, attention_mask).to(self.checksums.device)
+        fresh = self.checksums[idx] == input_checksum(input_ids, attention_mask).to(self.checksums.device)
         if not bool(fresh.all()):
             self.misses += 1
             return None
@@ -54,7 +58,7 @@ class TeacherLogitCache:
         assert self.logits is not None and self.checksums is not None
         idx = idx.to(self.logits.device)
         self.logits[idx] = logits.detach().to(self.logits.dtype)
-        self.checksums[idx] = logits_checksum(input_ids, attention_mask).to(self.checksums.device)
+        self.checksums[idx] = input_checksum(input_ids, attention_mask).to(self.checksums.device)
 
     def state_dict(self) -> dict[str, Tensor | None]:
         """The cached rows (for a checkpoint)."""
@@ -63,3 +67,17 @@ class TeacherLogitCache:
     def load_state_dict(self, state: dict[str, Tensor | None]) -> None:
         """Restore rows saved by :meth:`state_dict`."""
         self.logits, self.checksums = state.get("logits"), state.get("checksums")
+
+
+def input_checksum(inputs: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+    """Per-row fingerprint of a batch's primary input (int64, one per example).
+
+    Token ids: :func:`~lit_compress.distill.losses.logits_checksum` (unchanged for text). Pixel values (any float
+    tensor): each row's values as float32 bit patterns ``b_j`` (int32, so any change of a value changes it),
+    ``Σ_j (j + 1) · b_j`` over the flattened row (int64, wrapping on overflow: exact and order-independent).
+    """
+    if not inputs.is_floating_point():
+        return logits_checksum(inputs, attention_mask)
+    bits = inputs.detach().float().contiguous().view(torch.int32).flatten(1).long()
+    positions = torch.arange(1, bits.shape[1] + 1, device=bits.device)
+    return (bits * positions).sum(dim=1)

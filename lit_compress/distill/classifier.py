@@ -7,15 +7,16 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_compress.distill.base import CompressionModule, model_inputs, resolve_labels
+from lit_compress.distill.base import CompressionModule, apply_labels, model_inputs, resolve_labels
 from lit_compress.models.hub import EMBEDDED_MODEL, load_classifier
 
 
 class ClassifierModule(CompressionModule):
-    """Fine-tunes a Hugging Face sequence classifier with cross-entropy.
+    """Fine-tunes a Hugging Face classifier (text or image batches) with cross-entropy.
 
     Args:
-        model: Hub name, local directory, ``"embedded:all-MiniLM-L6-v2"``, or a ready ``nn.Module``.
+        model: Hub name, local directory, ``"embedded:all-MiniLM-L6-v2"``, or a ready ``nn.Module`` (with a
+            config, its ``id2label`` is set from ``labels``; a different class count is an error).
         labels: Ordered label names (the CLI links them from the datamodule).
         lr: Peak AdamW learning rate.
         weight_decay: AdamW weight decay.
@@ -34,6 +35,8 @@ class ClassifierModule(CompressionModule):
     ) -> None:
         if isinstance(model, nn.Module):
             net, names = model, resolve_labels(labels, model)
+            if labels is not None:
+                apply_labels(net, names)
         else:
             net = load_classifier(model, labels, trust_remote_code=trust_remote_code)
             names = resolve_labels(labels, net)

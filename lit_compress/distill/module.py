@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lit_compress.distill.base import CompressionModule, model_inputs, resolve_labels
+from lit_compress.distill.base import CompressionModule, apply_labels, model_inputs, primary_input, resolve_labels
 from lit_compress.distill.cache import TeacherLogitCache
 from lit_compress.distill.losses import CosineEmbeddingLoss, DistillationLoss, HiddenStateMSELoss, default_layer_map
 from lit_compress.models.hub import EMBEDDED_MODEL, load_classifier
@@ -39,6 +39,8 @@ class DistillationModule(CompressionModule):
     Args:
         teacher: Hub name, directory, ``ClassifierModule`` checkpoint (``.ckpt``), or module. Frozen, eval mode.
         student: Hub name, directory or module; ``None`` builds it from ``student_layers`` of the teacher.
+            A module given with ``labels`` gets them as its config's ``id2label`` (a different class count is
+            an error). Batches are tokenized text or images (``pixel_values``).
         student_layers: Teacher layers copied into the student (default: every other layer).
         labels: Ordered label names (the CLI links them from the datamodule).
         alpha: Weight of the hard-label CE (``1`` = pure CE, ``0`` = pure KD).
@@ -71,6 +73,9 @@ class DistillationModule(CompressionModule):
     ) -> None:
         teacher_net = load_teacher(teacher, labels)
         names = resolve_labels(labels, teacher_net)
+        for given in (teacher, student):
+            if isinstance(given, nn.Module) and labels is not None:
+                apply_labels(given, names)
         super().__init__(len(names), lr, weight_decay, warmup_ratio)
         modules = [k for k, v in (("teacher", teacher), ("student", student)) if isinstance(v, nn.Module)]
         self.save_hyperparameters(ignore=modules or None)
@@ -113,8 +118,10 @@ class DistillationModule(CompressionModule):
         return {int(s): int(t) for s, t in layer_map.items()}
 
     def _projections(self) -> nn.ModuleDict:
+        if not self.uses_features:
+            return nn.ModuleDict()
         d_s, d_t = self.student.config.hidden_size, self.teacher.config.hidden_size
-        if not self.uses_features or d_s == d_t:
+        if d_s == d_t:
             return nn.ModuleDict()
         return nn.ModuleDict({str(s): nn.Linear(d_s, d_t) for s in self.layer_map})
 
@@ -150,7 +157,7 @@ class DistillationModule(CompressionModule):
 
     def teacher_logits(self, batch: dict[str, Tensor]) -> tuple[Tensor, Any]:
         """Teacher logits (from the cache when possible) and the full teacher output (or ``None``)."""
-        idx, ids, mask = batch.get("idx"), batch["input_ids"], batch.get("attention_mask")
+        idx, ids, mask = batch.get("idx"), primary_input(batch), batch.get("attention_mask")
         if self.cache is not None and idx is not None:
             cached = self.cache.lookup(idx, ids, mask)
             if cached is not None:
@@ -182,7 +189,7 @@ class DistillationModule(CompressionModule):
         student_out = self.student_forward(batch)
         teacher_logits, teacher_out = self.teacher_logits(batch)
         terms = self.compute_loss(batch, student_out, teacher_logits, teacher_out)
-        bs = batch["input_ids"].shape[0]
+        bs = primary_input(batch).shape[0]
         self.log_dict({f"train/{k}": v.detach() for k, v in terms.items() if k != "loss"}, batch_size=bs)
         self.log("train/loss", terms["loss"].detach(), prog_bar=True, batch_size=bs)
         return terms["loss"]

@@ -160,7 +160,11 @@ def label_maps(labels: Sequence[str]) -> dict[str, dict[Any, Any]]:
 def load_classifier(
     name_or_path: str, labels: Sequence[str] | None = None, trust_remote_code: bool = False
 ) -> PreTrainedModel:
-    """Load a sequence-classification model by hub name, local directory, ``.ckpt`` or ``EMBEDDED_MODEL``.
+    """Load a classifier by hub name, local directory, ``.ckpt`` or ``EMBEDDED_MODEL``.
+
+    Text models load as sequence classifiers; a directory holding an image model (ViT, a
+    ``lit_compress.vision.classifier.ImageClassifier``) as an image classifier
+    (:func:`lit_compress.models.io.auto_model_class`).
 
     A model directory written by :func:`lit_compress.models.io.save_model_dir` (pruned architectures
     included) is loaded with its spec; a ``ClassifierModule`` checkpoint (``.ckpt``, read with
@@ -173,7 +177,7 @@ def load_classifier(
         labels: Ordered label names of the task.
         trust_remote_code: Forwarded to ``from_pretrained``; off by default on purpose.
     """
-    from lit_compress.models.io import ARCH_FILE, load_model_dir
+    from lit_compress.models.io import ARCH_FILE, auto_model_class, load_model_dir
 
     path = resolve_model_path(name_or_path)
     if path.endswith(".ckpt"):
@@ -189,14 +193,16 @@ def load_classifier(
     if labels is not None:
         kwargs.update(label_maps(labels))
     try:
+        auto = auto_model_class(path) if Path(path).is_dir() else AutoModelForSequenceClassification
         with _quiet_new_head(enabled=labels is not None):
-            return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+            return auto.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as err:  # missing or unreadable weights, an unsupported config
         raise UserInputError(f"cannot load model {name_or_path!r}: {_first_sentence(err)}; {_ALTERNATIVES}") from err
 
 
-#: Prefixes of the classification heads ``from_pretrained`` creates for new labels (BERT/RoBERTa, DistilBERT, GPT).
-_HEAD_PREFIXES = ("classifier.", "pre_classifier.", "score.")
+#: Prefixes of the classification heads ``from_pretrained`` creates for new labels (BERT/RoBERTa, DistilBERT, GPT,
+#: ViT; ImageClassifier's ResNet ``net.fc`` and MobileNetV2 ``net.classifier``).
+_HEAD_PREFIXES = ("classifier.", "pre_classifier.", "score.", "net.fc.", "net.classifier.")
 
 
 def _only_new_head(record: logging.LogRecord) -> bool:

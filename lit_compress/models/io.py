@@ -3,7 +3,8 @@
 A structurally pruned encoder no longer matches its ``config.json`` (per-layer head counts and FFN widths
 differ), so the kept shapes are persisted next to it as ``lit_compress_arch.json`` (plain JSON, no pickle).
 ``load_model_dir`` rebuilds the skeleton from the config, resizes it to that spec, then loads the
-safetensors weights.
+safetensors weights. Image models load with ``AutoModelForImageClassification`` (ViT, and the CNNs of
+:mod:`lit_compress.vision.classifier`, whose pruned channel counts travel in ``config.layer_shapes`` instead).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 from torch import nn
 
 ARCH_FILE = "lit_compress_arch.json"
+#: ``model_type`` of :class:`lit_compress.vision.classifier.ImageClassifier` (CNNs behind ``PreTrainedModel``).
+IMAGE_CLASSIFIER_TYPE = "lit-image-classifier"
 
 
 def save_model_dir(model: nn.Module, path: str | os.PathLike[str], tokenizer: Any | None = None) -> Path:
@@ -32,10 +35,8 @@ def save_model_dir(model: nn.Module, path: str | os.PathLike[str], tokenizer: An
     import shutil
     import tempfile
 
-    from lit_compress.models.architecture import read_architecture
-
     out = Path(path)
-    spec = read_architecture(model)  # before anything is written: a model it cannot describe leaves no files
+    spec = _architecture_to_save(model)  # before anything is written: a model it cannot describe leaves no files
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -52,19 +53,70 @@ def save_model_dir(model: nn.Module, path: str | os.PathLike[str], tokenizer: An
     return out
 
 
+def _architecture_to_save(model: nn.Module) -> Any:
+    """``read_architecture(model)``; an unpruned ViT (a layout family without a token-embedding table, which
+    ``ArchitectureSpec`` cannot describe yet) needs no architecture file either.
+
+    TODO(lead): drop this shim with the patch that makes ``ArchitectureSpec.vocab_size`` optional.
+    """
+    from lit_compress.models.architecture import read_architecture
+    from lit_compress.models.layout import encoder_layers, layout_of
+
+    try:
+        return read_architecture(model)
+    except ValueError:
+        layout, cfg = layout_of(model), model.config
+        if all(layout.num_heads(layer) == layout.config_num_heads(cfg) and layout.ffn_size(layer)
+               == layout.config_ffn_size(cfg) for layer in encoder_layers(model)):  # fmt: skip
+            return None
+        raise
+
+
+def auto_model_class(path: str | os.PathLike[str]) -> Any:
+    """``AutoModelForImageClassification`` for a directory holding an image model (ViT, an ``ImageClassifier``:
+    its config's type is in the image-classification mapping), else ``AutoModelForSequenceClassification``.
+
+    A ``"lit-image-classifier"`` directory imports :mod:`lit_compress.vision.classifier` first (that registers it).
+    """
+    from transformers import AutoConfig
+
+    config_file = Path(path) / "config.json"
+    if config_file.exists() and json.loads(config_file.read_text()).get("model_type") == IMAGE_CLASSIFIER_TYPE:
+        import lit_compress.vision.classifier  # noqa: F401 - registers the config and model classes
+
+    return auto_class_for_config(AutoConfig.from_pretrained(path))
+
+
+def auto_class_for_config(config: Any) -> Any:
+    """``AutoModelForImageClassification`` for an image model's config, else ``AutoModelForSequenceClassification``."""
+    from transformers import (
+        MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING,
+        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING,
+        AutoModelForImageClassification,
+        AutoModelForSequenceClassification,
+    )
+
+    kind = type(config)
+    if kind in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING and kind not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING:
+        return AutoModelForImageClassification
+    return AutoModelForSequenceClassification
+
+
 def load_model_dir(path: str | os.PathLike[str], **kwargs: Any) -> nn.Module:
-    """Load a sequence-classification model saved by ``save_model_dir`` (or any HF directory).
+    """Load a classifier saved by ``save_model_dir`` (or any HF directory): text models as sequence
+    classifiers, image models (ViT, ``ImageClassifier``) as image classifiers (:func:`auto_model_class`).
 
     Args:
         path: Directory holding ``config.json`` and weights.
         **kwargs: Passed to ``from_pretrained`` (never ``trust_remote_code`` unless the caller asks).
     """
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig
 
     src = Path(path)
     arch_path = src / ARCH_FILE
+    auto = auto_model_class(src)
     if not arch_path.exists():
-        return AutoModelForSequenceClassification.from_pretrained(src, **kwargs).eval()
+        return auto.from_pretrained(src, **kwargs).eval()
     from safetensors.torch import load_file
 
     from lit_compress.models.architecture import ArchitectureSpec, apply_architecture
@@ -73,7 +125,7 @@ def load_model_dir(path: str | os.PathLike[str], **kwargs: Any) -> nn.Module:
 
     config = AutoConfig.from_pretrained(src)
     with torch.random.fork_rng(devices=[]):  # the skeleton's random init must not move the caller's RNG stream
-        model = AutoModelForSequenceClassification.from_config(config)
+        model = auto.from_config(config)
     apply_architecture(model, ArchitectureSpec.from_dict(json.loads(arch_path.read_text())))
     state = load_file(str(src / "model.safetensors"))
     missing, unexpected = model.load_state_dict(state, strict=False)

@@ -10,8 +10,8 @@ Built in (``LAYOUTS``): BERT, RoBERTa, XLM-R, CamemBERT, ELECTRA (``attention.se
 DistilBERT (``q_lin``/``k_lin``/``v_lin``/``out_lin``, ``ffn.lin1``/``lin2``), DeBERTa-v2/v3 (``query_proj``...,
 plus ``pos_key_proj``/``pos_query_proj`` when position projections are not shared), ALBERT (one block shared
 by all layers of a group: pruning a head removes it from every layer that reuses the block) and ModernBERT
-(fused ``Wqkv``, GLU ``Wi``). A new family is one subclass implementing the methods marked *family* below,
-registered with :func:`register_layout` from user code.
+(fused ``Wqkv``, GLU ``Wi``), and ViT (:mod:`lit_compress.models.layouts_vision`). A new family is one subclass
+implementing the methods marked *family* below, registered with :func:`register_layout` from user code.
 
 This module imports only torch and transformers.
 """
@@ -63,6 +63,14 @@ class EncoderLayout:
 
     def set_num_heads(self, layer: nn.Module, n: int) -> None:
         """*family*: record that ``layer`` now has ``n`` heads (attributes its forward reads)."""
+
+    def dummy_inputs(self, model: nn.Module) -> dict[str, Any]:
+        """Inputs for one traced forward pass (DepGraph): 8 token ids (``arange(8) mod vocab_size``), all attended."""
+        import torch
+
+        device = next(model.parameters()).device
+        ids = torch.arange(8, device=device).remainder(model.config.vocab_size).unsqueeze(0)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
     def config_num_heads(self, config: Any) -> int:
         """Heads per layer the config declares (the unpruned count)."""
@@ -284,9 +292,12 @@ class ModernBertLayout(EncoderLayout):
         return student
 
 
+from lit_compress.models.layouts_vision import ViTLayout  # noqa: E402 - it subclasses EncoderLayout above
+
 #: model_type -> layout; extend with :func:`register_layout` (explicit: nothing registers itself on import).
 LAYOUTS: dict[str, EncoderLayout] = {
-    t: layout for layout in (BertLayout(), DebertaV2Layout(), DistilBertLayout(), AlbertLayout(), ModernBertLayout())
+    t: layout
+    for layout in (BertLayout(), DebertaV2Layout(), DistilBertLayout(), AlbertLayout(), ModernBertLayout(), ViTLayout())
     for t in layout.model_types
 }
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 
-from transformers import AutoModelForSequenceClassification, PreTrainedModel
+from transformers import PreTrainedModel
 
+from lit_compress.models.io import auto_class_for_config
 from lit_compress.models.layout import AlbertLayout, layout_of
 
 
@@ -27,7 +28,7 @@ def student_from_teacher(teacher: PreTrainedModel, layers: Sequence[int]) -> Pre
     layers, which is the only shallower ALBERT there is; which indices are named does not matter there.
 
     Args:
-        teacher: A sequence-classification model of a family with a layout.
+        teacher: A sequence (or, for ViT, image) classification model of a family with a layout.
         layers: Teacher layer indices to keep, e.g. ``[0, 2, 4]``.
 
     Raises:
@@ -41,7 +42,8 @@ def student_from_teacher(teacher: PreTrainedModel, layers: Sequence[int]) -> Pre
     if bad:
         raise ValueError(f"Teacher has {n} layers (0..{n - 1}); cannot keep layers {bad}.")
     layers = [i % n for i in layers]
-    student = AutoModelForSequenceClassification.from_config(layout.student_config(teacher.config, layers))
+    config = layout.student_config(teacher.config, layers)
+    student = auto_class_for_config(config).from_config(config)  # ViT: an image classifier
     if isinstance(layout, AlbertLayout):
         student.load_state_dict(teacher.state_dict())
         return student.train(teacher.training)

@@ -89,3 +89,45 @@ def tiny_model(family: str, seed: int = 0, **kwargs: Any) -> Any:
 
     torch.manual_seed(seed)
     return AutoModelForSequenceClassification.from_config(tiny_config(family, **kwargs)).eval()
+
+
+#: Vision families with a model layout and a tiny random config (``tiny_vit``); not in ``TINY_FAMILIES``, whose
+#: models take token ids.
+TINY_VISION = ("vit",)
+
+
+def tiny_vit_config(
+    num_labels: int = 3, image_size: int = 16, patch_size: int = 4, num_channels: int = 1, num_layers: int = 2,
+    **overrides: Any,
+) -> Any:  # fmt: skip
+    """A small random ``ViTConfig`` (hidden 32, 4 heads of 8, FFN 64; 16 patches of 4×4 on a 16×16 image)."""
+    from transformers import ViTConfig
+
+    id2label = {i: f"label_{i}" for i in range(num_labels)}
+    settings: dict[str, Any] = {
+        "image_size": image_size, "patch_size": patch_size, "num_channels": num_channels, "hidden_size": 32,
+        "num_hidden_layers": num_layers, "num_attention_heads": 4, "intermediate_size": 64, "id2label": id2label,
+        "label2id": {v: k for k, v in id2label.items()},
+    }  # fmt: skip
+    return ViTConfig(**{**settings, **overrides})
+
+
+def tiny_vit(seed: int = 0, **kwargs: Any) -> Any:
+    """A randomly initialised tiny ``ViTForImageClassification`` (eval mode, seeded); see :func:`tiny_vit_config`."""
+    import torch
+    from transformers import ViTForImageClassification
+
+    torch.manual_seed(seed)
+    return ViTForImageClassification(tiny_vit_config(**kwargs)).eval()
+
+
+def tiny_cnn(arch: str = "resnet18", seed: int = 0, num_labels: int = 3, image_size: int = 16, **kwargs: Any) -> Any:
+    """A randomly initialised tiny :class:`~lit_compress.vision.classifier.CNNClassifier` (eval mode, seeded):
+    ResNet-18 layout of base width 8, or MobileNetV2 at ``width_mult=0.25``; one input channel by default."""
+    import torch
+
+    from lit_compress.vision.classifier import CNNClassifier
+
+    torch.manual_seed(seed)
+    settings = {"width": 8, "width_mult": 0.25, "num_channels": 1, **kwargs}
+    return CNNClassifier(arch=arch, num_labels=num_labels, image_size=image_size, **settings).eval()

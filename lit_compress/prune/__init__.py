@@ -1,6 +1,15 @@
-"""Pruning: unstructured masks with schedules (GradualPruning, LotteryTicket) and structured pruning."""
+"""Pruning: unstructured masks with schedules (GradualPruning, LotteryTicket), structured pruning of heads and FFN
+channels (StructuredPruning) and of CNN channels (ChannelPruning)."""
 
 from lit_compress.prune.callback import GradualPruning
+from lit_compress.prune.channels import (
+    ChannelPruning,
+    ChannelPruningReport,
+    ElementRemap,
+    channel_groups,
+    prune_channels,
+    remap_optimizer_elements,
+)
 from lit_compress.prune.functional import (
     SerializedSize,
     SparsityReport,
