@@ -20,7 +20,7 @@ from lit_compress.export.manifest import library_versions
 
 def run_benchmark(
     variants: Sequence[Variant],
-    texts: Sequence[str],
+    examples: Sequence[Any],
     labels: Sequence[int],
     out_dir: str,
     *,
@@ -29,21 +29,24 @@ def run_benchmark(
     baseline: str | None = None,
     highlight: str | None = None,
     logger: Any | None = None,
-    selection_texts: Sequence[str] | None = None,
+    selection_examples: Sequence[Any] | None = None,
     selection_labels: Sequence[int] | None = None,
     teacher: str | None = None,
     accuracy_budget: float = 1.0,
 ) -> dict[str, Path]:
-    """Benchmark ``variants`` on ``texts``/``labels`` and write the report into ``out_dir``.
+    """Benchmark ``variants`` on ``examples``/``labels`` and write the report into ``out_dir``.
 
-    With ``selection_texts``/``selection_labels`` (the validation split) every variant is also scored on them
-    and the final artifact is chosen from those scores by :func:`~lit_compress.bench.select.select_final`;
-    the choice lands in ``benchmark.json`` under ``selection`` (read it back with :func:`read_selection`),
-    in the Markdown and as the plot's highlight. ``texts``/``labels`` (the test split) are only reported.
+    Examples are texts for text classifiers and preprocessed ``(C, H, W)`` float images (a sequence, or a
+    ``(N, C, H, W)`` tensor) for image classifiers; each variant's predictor encodes them, and that encoding is
+    part of its latency and throughput. With ``selection_examples``/``selection_labels`` (the validation
+    split) every variant is also scored on them and the final artifact is chosen from those scores by
+    :func:`~lit_compress.bench.select.select_final`; the choice lands in ``benchmark.json`` under
+    ``selection`` (read it back with :func:`read_selection`), in the Markdown and as the plot's highlight.
+    ``examples``/``labels`` (the test split) are only reported.
 
     Args:
         variants: Models to compare (the teacher first, so ratios are against it by default).
-        texts: Evaluation texts for the report (e.g. the test split).
+        examples: Evaluation examples for the report (e.g. the test split).
         labels: Their class indices.
         out_dir: Where ``benchmark.{md,json,csv,png}`` are written.
         label_names: Dataset label names, to match predictions by name.
@@ -51,7 +54,7 @@ def run_benchmark(
         baseline: Variant the ratios are taken against (default the first).
         highlight: Variant ringed by a dashed circle in the plot (default the chosen final artifact).
         logger: Optional Lightning logger to send the table and plot to.
-        selection_texts: Texts the final artifact is chosen on (the validation split); ``None``: no choice.
+        selection_examples: Examples the final artifact is chosen on (the validation split); ``None``: no choice.
         selection_labels: Their class indices.
         teacher: Reference variant of the accuracy budget, never chosen (default ``baseline``, else the first).
         accuracy_budget: Validation accuracy the final artifact may lose against the teacher, in points.
@@ -61,13 +64,13 @@ def run_benchmark(
     """
     settings = settings or BenchmarkSettings()
     reference = teacher or baseline or (variants[0].name if variants else "")
-    if selection_texts is not None:  # fail before the measurements, not after them
+    if selection_examples is not None:  # fail before the measurements, not after them
         select_final([{"name": v.name, "val_accuracy": 0.0, "latency_p50_ms": 0.0} for v in variants],
                      teacher=reference, budget_pts=accuracy_budget)  # fmt: skip
-    rows = benchmark_variants(variants, texts, labels, settings, label_names=label_names,
-                              selection_texts=selection_texts, selection_labels=selection_labels)  # fmt: skip
+    rows = benchmark_variants(variants, examples, labels, settings, label_names=label_names,
+                              selection_examples=selection_examples, selection_labels=selection_labels)  # fmt: skip
     selection = None
-    if selection_texts is not None:
+    if selection_examples is not None:
         selection = select_final(rows, teacher=reference, budget_pts=accuracy_budget)
     meta = {"settings": settings_dict(settings), "machine": machine_block(), "versions": library_versions()}
     paths = write_report(rows, out_dir, baseline=baseline, highlight=highlight, meta=meta, selection=selection)
@@ -125,7 +128,7 @@ def benchmark_cli(
         raise ValueError(f"selection_split and split are both {split!r}; choose on one split, report on another.")
     report = _labelled(splits, split, limit)
     choose = _labelled(splits, selection_split, limit) if selection_split is not None else None
-    extra = {} if choose is None else {"selection_texts": choose["text"], "selection_labels": choose["label"],
+    extra = {} if choose is None else {"selection_examples": choose["text"], "selection_labels": choose["label"],
                                        "accuracy_budget": accuracy_budget}  # fmt: skip
     paths = run_benchmark(variants, report["text"], report["label"], out_dir, label_names=label_names,
                           settings=settings, baseline=baseline, highlight=highlight, **extra)  # fmt: skip

@@ -164,8 +164,8 @@ class Benchmark(L.Callback):
                           "a datamodule with a 'train' split).", stacklevel=2)  # fmt: skip
         if not formats:
             return []
-        export_model(str(student), str(out), formats=formats, parity_texts=texts[:13],
-                     calibration_texts=calibration or None, **self.export_options)  # fmt: skip
+        export_model(str(student), str(out), formats=formats, parity_examples=texts[:13],
+                     calibration_examples=calibration or None, **self.export_options)  # fmt: skip
         from lit_compress.loggers import log_export_artifacts
 
         log_export_artifacts(trainer, out, name="student")  # a no-op without a W&B run

@@ -104,8 +104,8 @@ def interleaved_timings(
 
 
 def throughput(
-    fn: Callable[[list[str]], Any],
-    texts: Sequence[str],
+    fn: Callable[[list[Any]], Any],
+    examples: Sequence[Any],
     *,
     batch_sizes: Sequence[int] = (1, 8, 32),
     runs: int = 10,
@@ -114,13 +114,14 @@ def throughput(
 ) -> dict[int, float]:
     """Samples per second of ``fn(batch)`` for each batch size: ``bs * runs / total time of the runs``.
 
-    Batches are the first ``bs`` texts (cycled if there are fewer), so every variant sees the same inputs.
+    Batches are the first ``bs`` examples (texts or images, cycled if there are fewer), so every variant sees
+    the same inputs.
     """
-    if not texts:
-        raise ValueError("throughput needs at least one text.")
+    if len(examples) == 0:
+        raise ValueError("throughput needs at least one example.")
     out = {}
     for size in batch_sizes:
-        batch = [texts[i % len(texts)] for i in range(size)]
+        batch = [examples[i % len(examples)] for i in range(size)]
         total = sum(time_calls(lambda b=batch: fn(b), runs=runs, warmup=warmup, clock=clock))
         out[int(size)] = size * runs / total if total > 0 else float("inf")
     return out

@@ -1,6 +1,8 @@
 """Benchmark deployable variants side by side through the same ``Predictor`` used in deployment.
 
-For each variant: accuracy and macro-F1 on the given split (and, optionally, on a second split used to choose
+Examples are texts or preprocessed images (``(C, H, W)`` float tensors), whatever the variants' predictors
+encode (:class:`~lit_compress.export.inputs.ModelInputs`); latency and throughput include that encoding, as
+they include tokenization for texts. For each variant: accuracy and macro-F1 on the given split (and, optionally, on a second split used to choose
 the final artifact: ``val_accuracy``, ``val_macro_f1``), latency of one query after warm-up (the book's
 ``PerformanceBenchmark.time_pipeline``), throughput at several batch sizes, size on disk and gzip size of
 every weight file, parameter and nonzero counts, and the machine load around the measurement.
@@ -71,7 +73,8 @@ class BenchmarkSettings:
         batch_sizes: Batch sizes of the throughput measurement.
         throughput_runs: Timed calls per batch size.
         eval_batch_size: Batch size of the accuracy pass.
-        query: The single query timed; default the test text of median length.
+        query: The single text query timed; default the test text of median length (for images: the middle
+            example of the split).
         graph_optimization: ORT graph optimization level.
         progress: Show tqdm progress bars.
     """
@@ -99,12 +102,12 @@ class BenchmarkSettings:
 
 def benchmark_variants(
     variants: Sequence[Variant],
-    texts: Sequence[str],
+    examples: Sequence[Any],
     labels: Sequence[int] | Sequence[str],
     settings: BenchmarkSettings | None = None,
     *,
     label_names: Sequence[str] | None = None,
-    selection_texts: Sequence[str] | None = None,
+    selection_examples: Sequence[Any] | None = None,
     selection_labels: Sequence[int] | Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Benchmark variants side by side; one flat row per variant.
@@ -115,8 +118,8 @@ def benchmark_variants(
     names (matched to each model's ``id2label``); with ``label_names`` (the dataset's ordered names)
     predictions are mapped by name, so a model whose label order differs from the dataset's is scored right.
 
-    ``texts``/``labels`` give the reported ``accuracy``/``macro_f1`` (the test split). With
-    ``selection_texts``/``selection_labels`` (the validation split) each row also gets ``val_accuracy``,
+    ``examples``/``labels`` give the reported ``accuracy``/``macro_f1`` (the test split). With
+    ``selection_examples``/``selection_labels`` (the validation split) each row also gets ``val_accuracy``,
     ``val_macro_f1`` and ``n_val``, the figures :func:`~lit_compress.bench.select.select_final` chooses by.
     Each split is predicted once per variant; latency, throughput and size are measured once per variant.
     """
@@ -124,22 +127,22 @@ def benchmark_variants(
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise ValueError(f"Variant names must be unique; got {names}.")
-    if len(texts) != len(labels) or not texts:
-        raise ValueError(f"texts ({len(texts)}) and labels ({len(labels)}) must be non-empty and aligned.")
-    if (selection_texts is None) != (selection_labels is None):
-        raise ValueError("Pass both selection_texts and selection_labels, or neither.")
+    if len(examples) != len(labels) or len(examples) == 0:
+        raise ValueError(f"examples ({len(examples)}) and labels ({len(labels)}) must be non-empty and aligned.")
+    if (selection_examples is None) != (selection_labels is None):
+        raise ValueError("Pass both selection_examples and selection_labels, or neither.")
     selection = None
-    if selection_texts is not None and selection_labels is not None:
-        selection = (selection_texts, selection_labels)
-    if selection is not None and (len(selection[0]) != len(selection[1]) or not selection[0]):
-        raise ValueError(f"selection_texts ({len(selection[0])}) and selection_labels ({len(selection[1])}) must be "
-                         "non-empty and aligned.")  # fmt: skip
+    if selection_examples is not None and selection_labels is not None:
+        selection = (selection_examples, selection_labels)
+    if selection is not None and (len(selection[0]) != len(selection[1]) or len(selection[0]) == 0):
+        raise ValueError(f"selection_examples ({len(selection[0])}) and selection_labels ({len(selection[1])}) must "
+                         "be non-empty and aligned.")  # fmt: skip
     with fixed_threads(settings.threads):
         options = {"threads": settings.threads, "graph_optimization": settings.graph_optimization}
         predictors = [Predictor.from_path(v.path, **options) for v in variants]
-        rows = [_measure(v, p, texts, labels, label_names, settings, selection)
+        rows = [_measure(v, p, examples, labels, label_names, settings, selection)
                 for v, p in zip(variants, predictors)]  # fmt: skip
-        query = settings.query or _median_text(texts)
+        query = settings.query or _query(examples)
         load = machine_load()["load_1m"]
         calls = [lambda p=p: p(query) for p in predictors]
         bar = "latency" if settings.progress else None
@@ -152,29 +155,29 @@ def benchmark_variants(
 
 def benchmark_variant(
     variant: Variant,
-    texts: Sequence[str],
+    examples: Sequence[Any],
     labels: Sequence[int] | Sequence[str],
     settings: BenchmarkSettings | None = None,
     *,
     label_names: Sequence[str] | None = None,
-    selection_texts: Sequence[str] | None = None,
+    selection_examples: Sequence[Any] | None = None,
     selection_labels: Sequence[int] | Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Benchmark a single variant (see :func:`benchmark_variants` for the row's fields)."""
-    return benchmark_variants([variant], texts, labels, settings, label_names=label_names,
-                              selection_texts=selection_texts, selection_labels=selection_labels)[0]  # fmt: skip
+    return benchmark_variants([variant], examples, labels, settings, label_names=label_names,
+                              selection_examples=selection_examples, selection_labels=selection_labels)[0]  # fmt: skip
 
 
-def _measure(variant: Variant, predictor: Predictor, texts: Sequence[str], labels: Sequence[Any],
+def _measure(variant: Variant, predictor: Predictor, examples: Sequence[Any], labels: Sequence[Any],
              label_names: Sequence[str] | None, settings: BenchmarkSettings,
-             selection: tuple[Sequence[str], Sequence[Any]] | None = None) -> dict[str, Any]:  # fmt: skip
+             selection: tuple[Sequence[Any], Sequence[Any]] | None = None) -> dict[str, Any]:  # fmt: skip
     """Accuracy, throughput, size and counts of one variant, with the machine load around them."""
     load_before = machine_load()
-    quality = _quality(predictor, texts, labels, label_names, settings, variant.name)
+    quality = _quality(predictor, examples, labels, label_names, settings, variant.name)
     if selection is not None:
         val = _quality(predictor, *selection, label_names, settings, f"{variant.name} (validation)")
         quality.update(val_accuracy=val["accuracy"], val_macro_f1=val["macro_f1"], n_val=val["n_eval"])
-    speed = throughput(predictor, texts, batch_sizes=settings.batch_sizes, runs=settings.throughput_runs)
+    speed = throughput(predictor, examples, batch_sizes=settings.batch_sizes, runs=settings.throughput_runs)
     files = artifact_files(variant.path)
     size = size_bytes(files)
     return {
@@ -195,19 +198,19 @@ def _measure(variant: Variant, predictor: Predictor, texts: Sequence[str], label
     }
 
 
-def predict_indices(predictor: Predictor, texts: Sequence[str], batch_size: int = 32,
+def predict_indices(predictor: Predictor, examples: Sequence[Any], batch_size: int = 32,
                     progress: str | None = None) -> np.ndarray:  # fmt: skip
-    """Argmax class index of every text, in batches."""
+    """Argmax class index of every example (text or image), in batches."""
     out = []
-    for start in tqdm(range(0, len(texts), batch_size), desc=progress, disable=progress is None, leave=False):
-        out.append(predictor.logits(list(texts[start : start + batch_size])).argmax(-1))
+    for start in tqdm(range(0, len(examples), batch_size), desc=progress, disable=progress is None, leave=False):
+        out.append(predictor.logits(list(examples[start : start + batch_size])).argmax(-1))
     return np.concatenate(out)
 
 
-def _quality(predictor: Predictor, texts: Sequence[str], labels: Sequence[Any], label_names: Sequence[str] | None,
-             settings: BenchmarkSettings, name: str) -> dict[str, Any]:  # fmt: skip
+def _quality(predictor: Predictor, examples: Sequence[Any], labels: Sequence[Any],
+             label_names: Sequence[str] | None, settings: BenchmarkSettings, name: str) -> dict[str, Any]:  # fmt: skip
     bar = f"{name}: accuracy" if settings.progress else None
-    predicted = predict_indices(predictor, texts, settings.eval_batch_size, bar)
+    predicted = predict_indices(predictor, examples, settings.eval_batch_size, bar)
     model_names = set(predictor.id2label.values())
     if isinstance(labels[0], str) or (label_names is not None and model_names <= set(label_names)):
         true = [str(y) if isinstance(y, str) else label_names[int(y)] for y in labels]  # type: ignore[index]
@@ -216,7 +219,7 @@ def _quality(predictor: Predictor, texts: Sequence[str], labels: Sequence[Any], 
         metrics = classification_metrics([codes[n] for n in pred], [codes[n] for n in true])
     else:
         metrics = classification_metrics(predicted, [int(y) for y in labels])
-    return {**metrics, "n_eval": len(texts)}
+    return {**metrics, "n_eval": len(examples)}
 
 
 def _counts(path: str, predictor: Predictor) -> dict[str, int]:
@@ -236,9 +239,12 @@ def _kind(path: str, predictor: Predictor) -> str:
     return "onnx" if predictor.kind == "onnx" else "torch"
 
 
-def _median_text(texts: Sequence[str]) -> str:
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    return texts[order[len(order) // 2]]
+def _query(examples: Sequence[Any]) -> Any:
+    """The single query timed: the text of median length, or the middle example of non-text examples."""
+    if not all(isinstance(x, str) for x in examples):
+        return examples[len(examples) // 2]
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i]))
+    return examples[order[len(order) // 2]]
 
 
 def settings_dict(settings: BenchmarkSettings) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Export: ONNX with a parity gate, int8 artifacts (ORT dynamic/static, torch dynamic), manifests, predictor."""
+"""Export: ONNX with a parity gate, int8 artifacts (ORT dynamic/static, torch dynamic), manifests, predictor,
+for text and image classifiers alike (:mod:`lit_compress.export.inputs`)."""
 
 from lit_compress.export.api import export_model
 from lit_compress.export.files import (
@@ -8,9 +9,11 @@ from lit_compress.export.files import (
     size_bytes,
     torch_parameter_counts,
 )
+from lit_compress.export.inputs import ImageInputs, ModelInputs, TextInputs, inputs_for, is_image_config
 from lit_compress.export.int8 import (
     OrtQuantization,
     TokenizedBatches,
+    int4_weight_count,
     quantize_ort_dynamic,
     quantize_ort_int4,
     quantize_ort_static,
@@ -37,12 +40,15 @@ from lit_compress.export.torch_int8 import (
 __all__ = [
     "ARTIFACT_KINDS",
     "INT8_COMPUTE_OPS",
+    "ImageInputs",
     "LogitsOnly",
+    "ModelInputs",
     "NoInt8KernelWarning",
     "OnnxPredictor",
     "OrtQuantization",
     "ParityError",
     "Predictor",
+    "TextInputs",
     "TokenizedBatches",
     "TorchPredictor",
     "artifact_files",
@@ -52,6 +58,9 @@ __all__ = [
     "export_model",
     "export_onnx",
     "gzip_size",
+    "inputs_for",
+    "int4_weight_count",
+    "is_image_config",
     "kernel_report",
     "library_versions",
     "load_artifact_tokenizer",

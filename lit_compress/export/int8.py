@@ -55,8 +55,11 @@ class OrtQuantization:
         reduce_range: 7-bit weights, for CPUs without VNNI whose int8 dot products can saturate.
         matmul_const_b_only: Quantize only MatMuls with a weight operand, not the attention products of
             two activations (ORT's ``MatMulConstBOnly``, applied to the dynamic and static schemes alike).
-        op_types: Op types the int8 quantizers quantize; derived from the embedding options when empty. When
-            it names ``Gather`` explicitly, embeddings are quantized to int8 and the 4-bit pass is skipped.
+        op_types: Op types the int8 quantizers quantize; derived from the embedding and conv options when
+            empty. When it names ``Gather`` explicitly, embeddings are quantized to int8 and the 4-bit pass is
+            skipped.
+        quantize_convs: Also quantize ``Conv`` (dynamic: ``ConvInteger``; static QDQ: fused to ``QLinearConv``)
+            when ``op_types`` is derived.
         calibration_method: Static only: how activation ranges are estimated.
     """
 
@@ -68,6 +71,7 @@ class OrtQuantization:
     matmul_const_b_only: bool = True
     op_types: list[str] = field(default_factory=list)
     calibration_method: CalibrationMethod = "minmax"
+    quantize_convs: bool = False
 
     def __post_init__(self) -> None:
         if self.calibration_method not in ("minmax", "entropy", "percentile"):
@@ -80,7 +84,8 @@ class OrtQuantization:
             raise ValueError(f"block_size={self.block_size} must be a power of two >= 16 (e.g. 32 or 128).")
         if not self.op_types:
             int8_tables = self.quantize_embeddings and self.embedding_bits == 8
-            self.op_types = ["MatMul", "Gemm", *(["Gather"] if int8_tables else [])]
+            self.op_types = ["MatMul", "Gemm", *(["Gather"] if int8_tables else []),
+                             *(["Conv"] if self.quantize_convs else [])]  # fmt: skip
 
     @property
     def int4_embeddings(self) -> bool:
@@ -98,15 +103,16 @@ class OrtQuantization:
 
 
 class TokenizedBatches:
-    """A ``CalibrationDataReader`` over tokenized batches (numpy arrays keyed by input name).
+    """A ``CalibrationDataReader`` over input batches (numpy arrays keyed by input name): tokenized texts
+    (integer ids, fed as int64) or images (``pixel_values``, fed as float32).
 
     Only the inputs the graph declares are passed on; the reader can be rewound with :meth:`rewind`.
     """
 
-    def __init__(self, batches: Sequence[Mapping[str, np.ndarray]], input_names: Sequence[str]) -> None:
+    def __init__(self, batches: Sequence[Mapping[str, Any]], input_names: Sequence[str]) -> None:
         if not batches:
-            raise ValueError("Static quantization needs at least one calibration batch; pass calibration texts.")
-        self._batches = [{n: np.asarray(b[n], dtype=np.int64) for n in input_names} for b in batches]
+            raise ValueError("Static quantization needs at least one calibration batch; pass calibration examples.")
+        self._batches = [{n: _feed(b[n]) for n in input_names} for b in batches]
         self._iter: Iterator[dict[str, np.ndarray]] = iter(self._batches)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -119,6 +125,22 @@ class TokenizedBatches:
 
     def __len__(self) -> int:
         return len(self._batches)
+
+
+def _feed(values: Any) -> np.ndarray:
+    array = values.numpy() if hasattr(values, "numpy") else np.asarray(values)
+    return array.astype(np.float32 if np.issubdtype(array.dtype, np.floating) else np.int64, copy=False)
+
+
+def int4_weight_count(path: str | os.PathLike[str]) -> int:
+    """How many nodes :func:`quantize_ort_int4` can quantize in ``path``: ``MatMul`` with a 2-D weight and
+    ``Gather`` from a 2-D table (a CNN has none: its convs and ``Gemm`` head stay fp32 in 4-bit weight-only)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    tables = {t.name for t in proto.graph.initializer if len(t.dims) == 2}
+    return sum(1 for n in proto.graph.node if (n.op_type == "MatMul" and n.input[1] in tables)
+               or (n.op_type == "Gather" and n.input[0] in tables))  # fmt: skip
 
 
 def tokenize_batches(
@@ -183,7 +205,8 @@ def quantize_ort_static(
     Args:
         src: fp32 ONNX file.
         dst: Destination file (written atomically).
-        calibration: Tokenized batches (see :func:`tokenize_batches`) drawn from the training data.
+        calibration: Input batches drawn from the training data (tokenized texts, see :func:`tokenize_batches`,
+            or ``{"pixel_values": (B, C, H, W)}`` images).
         scheme: Quantization options.
     """
     from onnxruntime.quantization import CalibrationMethod as Method

@@ -52,6 +52,7 @@ def build_manifest(
     kernels: Mapping[str, Any] | None = None,
     warnings: Sequence[str] = (),
     int8: Mapping[str, Any] | None = None,
+    inputs: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Describe one artifact.
 
@@ -69,6 +70,8 @@ def build_manifest(
         warnings: Problems found while producing it (e.g. an int8 artifact that runs no int8 kernel).
         int8: The CPU's int8 features and the int8 target
             (:func:`~lit_compress.quant.targets.int8_environment`); default: this CPU and its own preset.
+        inputs: What the artifact takes (``ModelInputs.describe()``): ``{"kind": "text" | "image", "names",
+            "shape": {name: ["batch", ...]}, "dtype"}``.
     """
     from lit_compress.quant.targets import int8_environment
 
@@ -89,6 +92,7 @@ def build_manifest(
         "config": dict(config or {}),
         "versions": library_versions(),
         "int8": dict(int8) if int8 is not None else int8_environment(),
+        "inputs": dict(inputs) if inputs is not None else None,
         "onnx": dict(onnx) if onnx is not None else None,
         "quantization": dict(quantization) if quantization is not None else None,
         "parameters": dict(parameters or {}),

@@ -1,4 +1,4 @@
-"""Export a sequence classifier to ONNX with dynamic batch and sequence axes, gated by a parity check.
+"""Export a classifier to ONNX with dynamic axes (texts: batch and sequence; images: batch), gated by parity.
 
 Found by trial on torch 2.13: ``torch.onnx.export`` defaults to the dynamo exporter and writes weights to a
 ``.onnx.data`` sidecar unless ``external_data=False``; dynamic axes are given as ``dynamic_shapes`` built with
@@ -23,13 +23,14 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from lit_compress.export.inputs import INPUT_AXES
 from lit_compress.export.parity import Int8Gate, check_parity, derived_parity_inputs
 from lit_compress.utils.io import atomic_path
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 18
-INPUT_ORDER = ("input_ids", "attention_mask", "token_type_ids")
+INPUT_ORDER = ("input_ids", "attention_mask", "token_type_ids", "pixel_values")
 META_PREFIX = "lit_compress."
 
 Exporter = Literal["auto", "dynamo", "legacy"]
@@ -38,18 +39,25 @@ Exporter = Literal["auto", "dynamo", "legacy"]
 class LogitsOnly(nn.Module):
     """Wrap a Hugging Face classifier so the exported graph has a single ``logits`` output.
 
-    Also accepts plain modules that return a tensor or a tuple whose first item is the logits.
+    Text classifiers take ``input_ids``, ``attention_mask`` (and optionally ``token_type_ids``), image
+    classifiers ``pixel_values``; only the inputs given are passed on. Also accepts plain modules that return
+    a tensor or a tuple whose first item is the logits.
     """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            kwargs["token_type_ids"] = token_type_ids
-        out = self.model(**kwargs)
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        pixel_values: Tensor | None = None,
+    ) -> Tensor:
+        given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids,
+                 "pixel_values": pixel_values}  # fmt: skip
+        out = self.model(**{k: v for k, v in given.items() if v is not None})
         if isinstance(out, Tensor):
             return out
         logits = getattr(out, "logits", None)
@@ -76,17 +84,18 @@ def export_onnx(
     so a failed export never leaves a file that looks complete.
 
     Args:
-        model: A classifier (``model(input_ids=..., attention_mask=...).logits``), exported in eval mode
-            (its training flag is restored afterwards).
+        model: A classifier (``model(input_ids=..., attention_mask=...).logits`` or
+            ``model(pixel_values=...).logits``), exported in eval mode (its training flag is restored afterwards).
         path: Destination ``.onnx`` file.
-        sample_inputs: Example inputs keyed by name (``input_ids``, ``attention_mask``, optionally
-            ``token_type_ids``); batch and sequence axes are exported as dynamic. A batch of one is repeated
+        sample_inputs: Example inputs keyed by name: ``input_ids``, ``attention_mask``, optionally
+            ``token_type_ids`` (batch and sequence axes exported as dynamic), or ``pixel_values`` ``(B, C, H, W)``
+            (batch axis dynamic, see :data:`~lit_compress.export.inputs.INPUT_AXES`). A batch of one is repeated
             to two rows so the exporter does not specialise the batch axis to 1.
         opset: ONNX opset version.
         check: Run the parity gate (ONNX Runtime against PyTorch) before publishing the file.
         atol: Largest allowed ``max |Δlogit|`` of the parity gate.
-        parity_inputs: Inputs for the gate, ideally tokenized real texts with padding; by default batches of
-            other sizes and lengths, with padding, are derived from ``sample_inputs``.
+        parity_inputs: Inputs for the gate, ideally real examples (tokenized texts with padding); by default
+            batches of other sizes (and lengths, with padding) are derived from ``sample_inputs``.
         exporter: ``"dynamo"``, ``"legacy"`` (TorchScript, ``dynamic_axes``, opset at most 17), or ``"auto"``:
             dynamo, falling back to legacy if dynamo fails. The one used is recorded in the file's metadata.
         strip_metadata: Drop per-node debug metadata, doc strings and ``graph.value_info``.
@@ -182,8 +191,8 @@ def _export_proto(
 
 
 def _export_dynamo(wrapper: nn.Module, inputs: dict[str, Tensor], names: list[str], opset: int) -> Any:
-    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    shapes = {name: {0: batch, 1: seq} for name in names}
+    dims = {"batch": torch.export.Dim("batch"), "sequence": torch.export.Dim("sequence")}
+    shapes = {name: {axis: dims[label] for axis, label in INPUT_AXES[name].items()} for name in names}
     with _quiet():
         program = torch.onnx.export(
             wrapper, (), None, kwargs=inputs, dynamo=True, external_data=False, dynamic_shapes=shapes,
@@ -195,12 +204,12 @@ def _export_dynamo(wrapper: nn.Module, inputs: dict[str, Tensor], names: list[st
 def _export_legacy(wrapper: nn.Module, inputs: dict[str, Tensor], names: list[str], opset: int) -> Any:
     import onnx
 
-    axes = {name: {0: "batch", 1: "sequence"} for name in names}
+    axes = {name: dict(INPUT_AXES[name]) for name in names}
     axes["logits"] = {0: "batch"}
     buffer = io.BytesIO()
     with _quiet():
         torch.onnx.export(
-            wrapper, tuple(inputs[n] for n in names), buffer, dynamo=False, input_names=names,
+            wrapper, (), buffer, kwargs=inputs, dynamo=False, input_names=names,
             output_names=["logits"], dynamic_axes=axes, opset_version=min(opset, 17),
         )  # fmt: skip
     return onnx.load_model_from_string(buffer.getvalue())
@@ -212,28 +221,34 @@ def _default_opset(proto: Any) -> int | None:
 
 def _input_names(sample_inputs: Mapping[str, Tensor]) -> list[str]:
     unknown = set(sample_inputs) - set(INPUT_ORDER)
-    if unknown or not {"input_ids", "attention_mask"} <= set(sample_inputs):
+    text = {"input_ids", "attention_mask"} <= set(sample_inputs) and "pixel_values" not in sample_inputs
+    image = set(sample_inputs) == {"pixel_values"}
+    if unknown or not (text or image):
         raise ValueError(
-            f"sample_inputs must hold 'input_ids' and 'attention_mask' (optionally 'token_type_ids'); "
-            f"got {sorted(sample_inputs)}. Drop other keys (e.g. 'labels') before exporting."
+            f"sample_inputs must hold 'input_ids' and 'attention_mask' (optionally 'token_type_ids'), or only "
+            f"'pixel_values'; got {sorted(sample_inputs)}. Drop other keys (e.g. 'labels') before exporting."
         )
     return [n for n in INPUT_ORDER if n in sample_inputs]
 
 
 def _two_row_batch(inputs: dict[str, Tensor]) -> dict[str, Tensor]:
-    first = next(iter(inputs.values()))
-    if first.dim() != 2:
-        raise ValueError(f"sample inputs must be 2-D (batch, sequence); got shape {tuple(first.shape)}.")
-    if first.shape[0] > 1 and first.shape[1] > 1:
-        return inputs
-    return {k: v.repeat(2 if v.shape[0] == 1 else 1, 2 if v.shape[1] == 1 else 1) for k, v in inputs.items()}
+    """Repeat every dynamic axis of length 1 to length 2 (the exporter would specialise it to 1)."""
+    out = {}
+    for name, value in inputs.items():
+        axes = INPUT_AXES[name]
+        if value.dim() != (2 if len(axes) == 2 else 4):
+            expected = "2-D (batch, sequence)" if len(axes) == 2 else "4-D (batch, channels, height, width)"
+            raise ValueError(f"sample input {name!r} must be {expected}; got shape {tuple(value.shape)}.")
+        out[name] = value.repeat(*[2 if axis in axes and size == 1 else 1 for axis, size in enumerate(value.shape)])
+    return out
 
 
 def _name_dynamic_axes(proto: Any, names: list[str]) -> None:
     for value in proto.graph.input:
         if value.name in names:
             dims = value.type.tensor_type.shape.dim
-            dims[0].dim_param, dims[1].dim_param = "batch", "sequence"
+            for axis, label in INPUT_AXES[value.name].items():
+                dims[axis].dim_param = label
     for value in proto.graph.output:
         dims = value.type.tensor_type.shape.dim
         if len(dims) == 2:

@@ -173,9 +173,16 @@ def derived_parity_inputs(sample: Mapping[str, Tensor], seed: int = 0) -> list[d
     """Batches of other sizes and lengths than ``sample``, with right padding, built from its token ids.
 
     Shapes: ``(1, L)``, ``(B + 1, L + 3)`` with rows padded to different lengths, ``(2, max(2, L // 2))``.
-    Token ids are drawn from those present in ``sample["input_ids"]`` so they stay in the vocabulary.
+    Token ids are drawn from those present in ``sample["input_ids"]`` so they stay in the vocabulary. For an
+    image sample (``pixel_values`` ``(B, C, H, W)``): standard-normal images in batches of 1, ``B + 1`` and 2
+    (only the batch axis is dynamic).
     """
     gen = torch.Generator().manual_seed(seed)
+    if "pixel_values" in sample:
+        pixels = sample["pixel_values"]
+        shape = tuple(pixels.shape[1:])
+        return [{"pixel_values": torch.randn((rows, *shape), generator=gen, dtype=pixels.dtype)}
+                for rows in (1, pixels.shape[0] + 1, 2)]  # fmt: skip
     ids = sample["input_ids"]
     vocab = torch.unique(ids)
     batch, length = ids.shape
@@ -203,14 +210,14 @@ def _padding_per_row(batch: Mapping[str, Any]) -> np.ndarray:
 
 
 def _shape(batch: Mapping[str, Any]) -> tuple[int, ...]:
-    return tuple(batch["input_ids"].shape)
+    return tuple(batch["input_ids"].shape if "input_ids" in batch else next(iter(batch.values())).shape)
 
 
 def _message(what: str, report: Mapping[str, Any]) -> str:
     w = report["worst"]
     return (
         f"{what} parity failed: max |Δlogit| = {report['max_abs_diff']:.3e} > atol {report['atol']:.0e}, "
-        f"at parity input #{w['input']} (shape {w['shape'][0]}x{w['shape'][1]}), row {w['row']} "
+        f"at parity input #{w['input']} (shape {'x'.join(map(str, w['shape']))}), row {w['row']} "
         f"({w['row_padding']} padding tokens), logit {w['logit']}: torch {w['torch']:.6f} vs {w['other']:.6f}. "
         f"Argmax agreement {report['argmax_agreement']:.1%}. Check that the model is in eval mode, was not "
         f"modified after export, and that the ONNX file matches it."

@@ -1,9 +1,12 @@
-"""Raw text in, label name and score out, for any artifact (the book's ``OnnxPipeline``).
+"""Raw examples in, label name and score out, for any artifact (the book's ``OnnxPipeline``).
 
-``Predictor.from_path`` loads a Hugging Face / ``save_model_dir`` directory, a ``torch-dynamic-int8``
-directory, or an ONNX file (or a directory holding ``model.onnx``) with the tokenizer saved next to it. The
-benchmark measures deployments through this same class, so its per-call work is kept minimal: input names
-are resolved once, tokenization returns numpy arrays directly, and ``score = softmax(z)_argmax``.
+Examples are texts for a text classifier and preprocessed float images ``(C, H, W)`` for an image classifier;
+the artifact directory alone says which (:func:`~lit_compress.export.inputs.inputs_for`: the tokenizer saved
+next to a text model, the geometry in an image model's ``config.json``). ``Predictor.from_path`` loads a
+Hugging Face / ``save_model_dir`` directory, a ``torch-dynamic-int8`` directory, or an ONNX file (or a directory
+holding ``model.onnx``). The benchmark measures deployments through this same class, so its per-call work is
+kept minimal: input names are resolved once, encoding returns numpy arrays directly, and
+``score = softmax(z)_argmax``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from lit_compress.export.inputs import ModelInputs, TextInputs, inputs_for
 from lit_compress.export.kernels import OptimizationLevel, graph_optimization_level
 from lit_compress.export.torch_int8 import WEIGHTS_FILE as TORCH_INT8_WEIGHTS
 
@@ -23,19 +27,29 @@ ONNX_FILE = "model.onnx"
 
 
 class Predictor:
-    """Base class: tokenizes, runs a backend, maps the argmax to a label name.
+    """Base class: encodes examples (:class:`~lit_compress.export.inputs.ModelInputs`), runs a backend, maps the
+    argmax to a label name.
 
-    Subclasses implement :meth:`_run` (tokenized batch -> logits). ``kind`` names the artifact type.
+    Subclasses implement :meth:`_run` (encoded batch -> logits). ``kind`` names the artifact type.
     """
 
     kind = "abstract"
     _tensor_type = "np"
 
-    def __init__(self, tokenizer: Any, id2label: Mapping[int, str], max_length: int = 512) -> None:
-        self.tokenizer = tokenizer
+    def __init__(self, inputs: ModelInputs, id2label: Mapping[int, str]) -> None:
+        self.inputs = inputs
         self.id2label = {int(k): str(v) for k, v in id2label.items()}
         self._labels = [self.id2label.get(i, f"LABEL_{i}") for i in range(max(self.id2label, default=-1) + 1)]
-        self.max_length = max_length
+
+    @property
+    def tokenizer(self) -> Any:
+        """The tokenizer of a text model (``None`` for an image model)."""
+        return self.inputs.tokenizer if isinstance(self.inputs, TextInputs) else None
+
+    @property
+    def max_length(self) -> int | None:
+        """Truncation length of a text model (``None`` for an image model)."""
+        return self.inputs.max_length if isinstance(self.inputs, TextInputs) else None
 
     @staticmethod
     def from_path(
@@ -52,7 +66,7 @@ class Predictor:
             threads: ORT intra-op threads (the book's fixed single thread by default). PyTorch threads are a
                 process-wide setting left to the caller (see ``lit_compress.bench.measure.fixed_threads``).
             graph_optimization: ORT graph optimization level.
-            max_length: Truncation length; default the model's ``max_position_embeddings`` (or 512).
+            max_length: Text truncation length; default the model's ``max_position_embeddings`` (or 512).
         """
         src = Path(path)
         if src.suffix == ".onnx" or (src / ONNX_FILE).is_file():
@@ -66,28 +80,22 @@ class Predictor:
             f"{TORCH_INT8_WEIGHTS} or config.json (export one with `lit-compress export`)."
         )
 
-    def logits(self, texts: str | Sequence[str]) -> np.ndarray:
-        """Logits, shape ``(len(texts), num_labels)`` (one row for a single string)."""
-        return self._run(self._tokenize(texts))
+    def logits(self, examples: Any) -> np.ndarray:
+        """Logits, shape ``(len(examples), num_labels)`` (one row for a single string or ``(C, H, W)`` image)."""
+        return self._run(self.inputs.encode(examples, self._tensor_type))
 
-    def __call__(self, texts: str | Sequence[str]) -> list[dict[str, Any]]:
-        """``[{"label": name, "score": softmax probability}]``, one entry per text.
+    def __call__(self, examples: Any) -> list[dict[str, Any]]:
+        """``[{"label": name, "score": softmax probability}]``, one entry per example.
 
         The score of the arg-max class is ``softmax(z)_max = 1 / sum_j exp(z_j - z_max)``.
         """
-        logits = self.logits(texts)
+        logits = self.logits(examples)
         best = logits.argmax(axis=-1)
         scores = 1.0 / np.exp(logits - logits.max(axis=-1, keepdims=True)).sum(axis=-1)
         return [{"label": self._label(int(i)), "score": float(p)} for i, p in zip(best, scores)]
 
     def _label(self, index: int) -> str:
         return self._labels[index] if index < len(self._labels) else f"LABEL_{index}"
-
-    def _tokenize(self, texts: str | Sequence[str]) -> Mapping[str, Any]:
-        if isinstance(texts, str):  # the single-query path: no list, no padding (cheaper in the tokenizer)
-            return self.tokenizer(texts, truncation=True, max_length=self.max_length, return_tensors=self._tensor_type)
-        return self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
-                              return_tensors=self._tensor_type)  # fmt: skip
 
     def _run(self, encoded: Mapping[str, Any]) -> np.ndarray:
         raise NotImplementedError
@@ -98,8 +106,8 @@ class OnnxPredictor(Predictor):
 
     kind = "onnx"
 
-    def __init__(self, session: Any, tokenizer: Any, id2label: Mapping[int, str], max_length: int = 512) -> None:
-        super().__init__(tokenizer, id2label, max_length)
+    def __init__(self, session: Any, inputs: ModelInputs, id2label: Mapping[int, str]) -> None:
+        super().__init__(inputs, id2label)
         self.session = session
         self.input_names = [i.name for i in session.get_inputs()]
         self._outputs = [session.get_outputs()[0].name]
@@ -114,7 +122,8 @@ class OnnxPredictor(Predictor):
         max_length: int | None = None,
         tokenizer: Any | None = None,
     ) -> OnnxPredictor:
-        """Open ``path`` with the given session options; the tokenizer is loaded from its directory."""
+        """Open ``path`` with the given session options; its inputs (tokenizer or image geometry) are read from
+        its directory."""
         import onnxruntime as ort
 
         from lit_compress.export.onnx import read_export_metadata
@@ -128,10 +137,10 @@ class OnnxPredictor(Predictor):
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         directory = Path(path).parent
-        tokenizer = tokenizer if tokenizer is not None else load_artifact_tokenizer(directory)
+        inputs = inputs_for(directory, tokenizer=tokenizer, max_length=max_length)
         meta = read_export_metadata(path)
         id2label = meta.get("id2label") or _config_labels(directory)
-        return cls(session, tokenizer, id2label, max_length or _max_length(directory, tokenizer))
+        return cls(session, inputs, id2label)
 
     def _run(self, encoded: Mapping[str, Any]) -> np.ndarray:
         return self.session.run(self._outputs, {name: encoded[name] for name in self.input_names})[0]
@@ -143,13 +152,14 @@ class TorchPredictor(Predictor):
     kind = "torch"
     _tensor_type = "pt"
 
-    def __init__(self, model: Any, tokenizer: Any, id2label: Mapping[int, str], max_length: int = 512) -> None:
-        super().__init__(tokenizer, id2label, max_length)
+    def __init__(self, model: Any, inputs: ModelInputs, id2label: Mapping[int, str]) -> None:
+        super().__init__(inputs, id2label)
         self.model = model.eval()
         import inspect
 
         accepted = inspect.signature(model.forward).parameters
-        self.input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in accepted]
+        known = ("input_ids", "attention_mask", "token_type_ids", "pixel_values")
+        self.input_names = [n for n in known if n in accepted]
 
     @classmethod
     def from_dir(cls, path: str | os.PathLike[str], *, max_length: int | None = None) -> TorchPredictor:
@@ -163,8 +173,7 @@ class TorchPredictor(Predictor):
             from lit_compress.models.io import load_model_dir
 
             model = load_model_dir(src)
-        tokenizer = load_artifact_tokenizer(src)
-        return cls(model, tokenizer, model.config.id2label, max_length or _max_length(src, tokenizer))
+        return cls(model, inputs_for(src, max_length=max_length), model.config.id2label)
 
     def _run(self, encoded: Mapping[str, Any]) -> np.ndarray:
         import torch
@@ -191,11 +200,3 @@ def _config_labels(directory: Path) -> dict[int, str]:
     config = directory / "config.json"
     labels = json.loads(config.read_text()).get("id2label", {}) if config.is_file() else {}
     return {int(k): v for k, v in labels.items()}
-
-
-def _max_length(directory: Path, tokenizer: Any) -> int:
-    config = directory / "config.json"
-    positions = json.loads(config.read_text()).get("max_position_embeddings") if config.is_file() else None
-    limit = getattr(tokenizer, "model_max_length", None)
-    candidates = [v for v in (positions, limit) if isinstance(v, int) and 0 < v < 1_000_000]
-    return min(candidates) if candidates else 512

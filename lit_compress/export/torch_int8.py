@@ -4,7 +4,7 @@
 (per-tensor symmetric, ``s = max|w| / 127``) that quantizes its input on the fly. It is deprecated in favour
 of torchao; this module detects it at use time and reports why it is missing instead of failing at import.
 
-The artifact is a directory: ``config.json``, the tokenizer, ``model_int8.pt`` (a state dict, loadable with
+The artifact is a directory: ``config.json``, the tokenizer (text models), ``model_int8.pt`` (a state dict, loadable with
 ``weights_only=True``) and, for a structurally pruned model, ``lit_compress_arch.json``. Loading rebuilds
 the float skeleton from the config, quantizes it the same way, then loads the int8 state dict.
 """
@@ -55,7 +55,7 @@ def quantize_torch_dynamic(model: nn.Module) -> nn.Module:
 def save_torch_dynamic_int8(
     model: nn.Module, out_dir: str | os.PathLike[str], tokenizer: Any | None = None
 ) -> Path:
-    """Quantize a float Hugging Face classifier and save it as a ``torch-dynamic-int8`` directory.
+    """Quantize a float Hugging Face classifier (text or image) and save it as a ``torch-dynamic-int8`` directory.
 
     Returns:
         The path of the int8 state dict (``model_int8.pt``).
@@ -77,12 +77,10 @@ def save_torch_dynamic_int8(
 
 def load_torch_dynamic_int8(path: str | os.PathLike[str]) -> nn.Module:
     """Load a directory written by :func:`save_torch_dynamic_int8` (``weights_only=True``)."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
     src = Path(path)
     if not (src / WEIGHTS_FILE).is_file():
         raise FileNotFoundError(f"{src} has no {WEIGHTS_FILE}; write it with save_torch_dynamic_int8.")
-    model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(src))
+    model = _skeleton(src)
     arch = src / "lit_compress_arch.json"
     if arch.is_file():
         import json
@@ -98,9 +96,28 @@ def load_torch_dynamic_int8(path: str | os.PathLike[str]) -> nn.Module:
     return quantized.eval()
 
 
+def _skeleton(src: Path) -> nn.Module:
+    """The float model of ``src``'s config: an image classifier for an image config, else a sequence one."""
+    import json
+
+    from transformers import AutoConfig, AutoModelForImageClassification, AutoModelForSequenceClassification
+
+    from lit_compress.export.inputs import is_image_config
+
+    raw = json.loads((src / "config.json").read_text())
+    if raw.get("model_type") == "lit-image-classifier":
+        import lit_compress.vision.classifier  # noqa: F401 - registers its config and model with the Auto classes
+    image = is_image_config(raw, src)
+    auto = AutoModelForImageClassification if image else AutoModelForSequenceClassification
+    return auto.from_config(AutoConfig.from_pretrained(src))
+
+
 def _save_architecture(model: nn.Module, out: Path) -> None:
+    from lit_compress.export.inputs import is_image_config
     from lit_compress.models.architecture import read_architecture
 
+    if is_image_config(model.config):  # the encoder spec describes text encoders; an image model has none
+        return
     spec = read_architecture(model)
     if spec is not None:
         from lit_compress.utils.io import write_json_atomic

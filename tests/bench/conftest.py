@@ -59,5 +59,5 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory, model_dir: Path, texts: 
     """fp32 and int8 artifacts (legacy exporter: fast, and export itself is tested in tests/export)."""
     out = tmp_path_factory.mktemp("artifacts")
     export_model(str(model_dir), str(out), formats=["onnx-fp32", "ort-dynamic-int8", "torch-dynamic-int8"],
-                 parity_texts=texts, exporter="legacy")  # fmt: skip
+                 parity_examples=texts, exporter="legacy")  # fmt: skip
     return out

@@ -31,7 +31,7 @@ def variants(model_dir, artifacts):
 
 @pytest.fixture(scope="module")
 def rows(variants, texts, labels, val_texts, val_labels):
-    return benchmark_variants(variants, texts, labels, FAST, selection_texts=val_texts, selection_labels=val_labels)
+    return benchmark_variants(variants, texts, labels, FAST, selection_examples=val_texts, selection_labels=val_labels)
 
 
 def test_rows_hold_every_figure(rows):
@@ -86,7 +86,7 @@ def test_run_benchmark_writes_the_report(variants, texts, labels, tmp_path):
 def test_run_benchmark_chooses_on_validation_and_reports_test(variants, texts, labels, val_texts, val_labels,
                                                               tmp_path):  # fmt: skip
     paths = run_benchmark(variants, texts, labels, str(tmp_path), settings=FAST, baseline="teacher",
-                          selection_texts=val_texts, selection_labels=val_labels, accuracy_budget=100.0)  # fmt: skip
+                          selection_examples=val_texts, selection_labels=val_labels, accuracy_budget=100.0)  # fmt: skip
     report = json.loads(paths["json"].read_text())
     selection = read_selection(paths["json"])
     assert selection is not None and selection.teacher == "teacher" and selection.budget_pts == 100.0
@@ -109,18 +109,18 @@ def test_run_benchmark_chooses_on_validation_and_reports_test(variants, texts, l
 def test_misconfiguration_is_explained(variants, texts, labels):
     with pytest.raises(ValueError, match="Variant names must be unique"):
         benchmark_variants([variants[0], variants[0]], texts, labels, FAST)
-    with pytest.raises(ValueError, match=r"texts \(24\) and labels \(3\) must be non-empty and aligned"):
+    with pytest.raises(ValueError, match=r"examples \(24\) and labels \(3\) must be non-empty and aligned"):
         benchmark_variants(variants[:1], texts, labels[:3], FAST)
     with pytest.raises(ValueError, match="threads, runs and throughput_runs must be >= 1"):
         BenchmarkSettings(runs=0)
     with pytest.raises(ValueError, match="non-empty label"):
         Variant(" ", "x")
-    with pytest.raises(ValueError, match="Pass both selection_texts and selection_labels"):
-        benchmark_variants(variants[:1], texts, labels, FAST, selection_texts=texts)
-    with pytest.raises(ValueError, match=r"selection_texts \(24\) and selection_labels \(3\) must be non-empty"):
-        benchmark_variants(variants[:1], texts, labels, FAST, selection_texts=texts, selection_labels=labels[:3])
+    with pytest.raises(ValueError, match="Pass both selection_examples and selection_labels"):
+        benchmark_variants(variants[:1], texts, labels, FAST, selection_examples=texts)
+    with pytest.raises(ValueError, match=r"selection_examples \(24\) and selection_labels \(3\) must be non-empty"):
+        benchmark_variants(variants[:1], texts, labels, FAST, selection_examples=texts, selection_labels=labels[:3])
     with pytest.raises(ValueError, match="teacher 'bert' is not a benchmarked variant"):  # before measuring
-        run_benchmark(variants, texts, labels, "unused", settings=FAST, selection_texts=texts, selection_labels=labels,
+        run_benchmark(variants, texts, labels, "unused", settings=FAST, selection_examples=texts, selection_labels=labels,
                       teacher="bert")  # fmt: skip
 
 

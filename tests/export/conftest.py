@@ -82,8 +82,8 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: BertTokenizer
 def exported(tmp_path_factory: pytest.TempPathFactory, model_dir: Path, texts: list[str]) -> Path:
     """Every artifact kind exported once for the whole session; returns the export directory."""
     out = tmp_path_factory.mktemp("export")
-    export_model(str(model_dir), str(out), formats=ALL_FORMATS, calibration_texts=texts[:16],
-                 parity_texts=texts[16:32], run_config={"run": "test"}, source_checkpoint="last.ckpt")  # fmt: skip
+    export_model(str(model_dir), str(out), formats=ALL_FORMATS, calibration_examples=texts[:16],
+                 parity_examples=texts[16:32], run_config={"run": "test"}, source_checkpoint="last.ckpt")  # fmt: skip
     return out
 
 

@@ -42,7 +42,7 @@ def test_pruned_family_exports_fp32_with_parity_and_int8_with_int8_kernels(famil
     model_dir, model, tok = pruned_family_dir(family, tmp_path / "model")
     out = tmp_path / "export"
     export_model(str(model_dir), str(out), formats=["onnx-fp32", "ort-dynamic-int8"],
-                       parity_texts=TEXTS, max_length=32)  # fmt: skip
+                       parity_examples=TEXTS, max_length=32)  # fmt: skip
     fp32 = json.loads((out / "onnx-fp32" / "manifest.json").read_text())
     assert fp32["parity"]["max_abs_diff"] <= 1e-4
     int8 = json.loads((out / "ort-dynamic-int8" / "manifest.json").read_text())

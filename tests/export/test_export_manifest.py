@@ -127,8 +127,8 @@ def test_unavailable_torch_int8_is_skipped_with_reason(model_dir, tmp_path, monk
 
 @pytest.mark.parametrize("formats, calibration, message", [
     (["onnx"], None, r"Unknown export formats \['onnx'\]"),
-    (["ort-static-int8"], None, "ort-static-int8 needs calibration_texts"),
+    (["ort-static-int8"], None, "ort-static-int8 needs calibration_examples"),
 ])  # fmt: skip
 def test_bad_formats_are_explained(model_dir, tmp_path, formats, calibration, message):
     with pytest.raises(ValueError, match=message):
-        export_model(str(model_dir), str(tmp_path), formats=formats, calibration_texts=calibration)
+        export_model(str(model_dir), str(tmp_path), formats=formats, calibration_examples=calibration)
