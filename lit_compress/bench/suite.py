@@ -2,10 +2,11 @@
 
 Examples are texts or preprocessed images (``(C, H, W)`` float tensors), whatever the variants' predictors
 encode (:class:`~lit_compress.export.inputs.ModelInputs`); latency and throughput include that encoding, as
-they include tokenization for texts. For each variant: accuracy and macro-F1 on the given split (and, optionally, on a second split used to choose
-the final artifact: ``val_accuracy``, ``val_macro_f1``), latency of one query after warm-up (the book's
-``PerformanceBenchmark.time_pipeline``), throughput at several batch sizes, size on disk and gzip size of
-every weight file, parameter and nonzero counts, and the machine load around the measurement.
+they include tokenization for texts. For each variant: accuracy and macro-F1 on the given split (and,
+optionally, on a second split used to choose the final artifact: ``val_accuracy``, ``val_macro_f1``), latency
+of one query after warm-up (the book's ``PerformanceBenchmark.time_pipeline``), throughput at several batch
+sizes, size on disk and gzip size of every weight file, parameter and nonzero counts, and the machine load
+around the measurement.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@
 (per-tensor symmetric, ``s = max|w| / 127``) that quantizes its input on the fly. It is deprecated in favour
 of torchao; this module detects it at use time and reports why it is missing instead of failing at import.
 
-The artifact is a directory: ``config.json``, the tokenizer (text models), ``model_int8.pt`` (a state dict, loadable with
-``weights_only=True``) and, for a structurally pruned model, ``lit_compress_arch.json``. Loading rebuilds
+The artifact is a directory: ``config.json``, the tokenizer (text models), ``model_int8.pt`` (a state dict,
+loadable with ``weights_only=True``) and, for a structurally pruned text model, ``lit_compress_arch.json``. Loading rebuilds
 the float skeleton from the config, quantizes it the same way, then loads the int8 state dict.
 """
 
