@@ -160,6 +160,8 @@ def predictor_overhead(
     predictor = Predictor.from_path(path, threads=threads)
     if not isinstance(predictor, OnnxPredictor):
         raise ValueError(f"{path} is not an ONNX artifact; the overhead check compares against InferenceSession.")
+    if predictor.tokenizer is None:
+        raise ValueError(f"{path} is an image artifact; the overhead check times a text query through its tokenizer.")
     session, tokenizer = predictor.session, predictor.tokenizer
     names = [i.name for i in session.get_inputs()]
     encoded = tokenizer(text, return_tensors="np")

@@ -2,7 +2,8 @@
 
 A quantized file can still run in float: a ``DequantizeLinear`` feeding a float ``MatMul`` stores int8 but
 computes fp32. ORT writes the graph it will execute when ``SessionOptions.optimized_model_filepath`` is set;
-counting its op types tells whether integer matmul kernels are used. An "int8" artifact that runs none is
+counting its op types tells whether integer matmul or convolution kernels are used (``ConvInteger`` and
+``QLinearConv`` for image models count as int8 compute, as the matmul kernels do). An "int8" artifact that runs none is
 flagged (``runs_int8: false`` plus a warning), never silently accepted.
 """
 
@@ -15,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
-#: Ops whose matrix products run on 8-bit (or fewer) integers.
+#: Ops whose matrix products or convolutions run on 8-bit (or fewer) integers.
 INT8_COMPUTE_OPS = frozenset(
     {
         "DynamicQuantizeMatMul",
@@ -55,7 +56,7 @@ OptimizationLevel = Literal["disable", "basic", "extended", "all"]
 
 
 class NoInt8KernelWarning(UserWarning):
-    """An artifact meant to be int8 runs no integer matmul kernel."""
+    """An artifact meant to be int8 runs no integer matmul or convolution kernel."""
 
 
 def graph_optimization_level(level: OptimizationLevel) -> Any:
@@ -95,20 +96,22 @@ def kernel_report(
 
     Returns:
         ``{"optimization_level", "int8_compute": {op: n}, "int8_support": {op: n}, "float_matmul": n,
-        "runs_int8": bool, "expected_int8": bool, "warning": str | None, "ops": {op: n}}`` (``ops``: every
-        op type of the optimized graph).
+        "float_conv": n, "runs_int8": bool, "expected_int8": bool, "warning": str | None, "ops": {op: n}}``
+        (``ops``: every op type of the optimized graph; ``float_conv``: ``Conv`` and ORT's fused ``FusedConv``
+        left in float).
     """
     ops = optimized_op_counts(path, level)
     compute = {op: n for op, n in sorted(ops.items()) if op in INT8_COMPUTE_OPS}
     support = {op: n for op, n in sorted(ops.items()) if op in INT8_SUPPORT_OPS}
     float_matmul = sum(n for op, n in ops.items() if op in ("MatMul", "FusedMatMul", "Gemm"))
+    float_conv = sum(n for op, n in ops.items() if op in ("Conv", "FusedConv", "NhwcFusedConv"))
     runs_int8 = bool(compute)
     warning = None
     if expect_int8 and not runs_int8:
         warning = (
-            f"{path} is meant to be int8 but ONNX Runtime runs no integer matmul kernel on it "
-            f"({float_matmul} float MatMul/Gemm, int8 helper ops {support or 'none'}): it stores int8 and "
-            f"computes fp32."
+            f"{path} is meant to be int8 but ONNX Runtime runs no integer matmul or conv kernel on it "
+            f"({float_matmul} float MatMul/Gemm, {float_conv} float Conv, int8 helper ops {support or 'none'}): "
+            f"it stores int8 and computes fp32."
         )
         warnings.warn(warning, NoInt8KernelWarning, stacklevel=2)
     return {
@@ -116,6 +119,7 @@ def kernel_report(
         "int8_compute": compute,
         "int8_support": support,
         "float_matmul": float_matmul,
+        "float_conv": float_conv,
         "runs_int8": runs_int8,
         "expected_int8": expect_int8,
         "warning": warning,

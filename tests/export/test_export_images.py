@@ -118,9 +118,10 @@ def test_int8_kinds_run_integer_conv_and_matmul_kernels(exported) -> None:
     static = read_manifest(out / "ort-static-int8")
     assert dynamic["runs_int8"] and static["runs_int8"] and not dynamic["warnings"]
     compute_dynamic, compute_static = dynamic["kernels"]["int8_compute"], static["kernels"]["int8_compute"]
-    if "Conv" in dynamic["quantization"]["op_types"]:  # the int8 reference simulates ConvInteger
-        assert compute_dynamic.get("ConvInteger", 0) >= 1
+    assert "Conv" in dynamic["quantization"]["op_types"]  # dynamic_int8_reference simulates ConvInteger
+    assert compute_dynamic.get("ConvInteger", 0) >= 1
     assert compute_static.get("QLinearConv", 0) >= 1  # QDQ Conv fused by ORT
+    assert read_manifest(out / "onnx-fp32")["kernels"]["float_conv"] >= 1 and static["kernels"]["float_conv"] == 0
     if name == "vit":
         assert compute_dynamic.keys() & {"MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
         assert compute_static.get("QLinearMatMul", 0) >= 1

@@ -55,7 +55,7 @@ def test_fp32_model_runs_no_int8_kernel(fp32):
 def test_int8_storage_with_float_compute_is_flagged(fp32, tmp_path):
     """Quantizing only the embedding Gather stores int8 but computes every matmul in fp32."""
     path = quantize_ort_dynamic(fp32, tmp_path / "gather_only.onnx", OrtQuantization(op_types=["Gather"]))
-    with pytest.warns(NoInt8KernelWarning, match="runs no integer matmul kernel"):
+    with pytest.warns(NoInt8KernelWarning, match="runs no integer matmul or conv kernel"):
         report = kernel_report(path, expect_int8=True)
     assert report["runs_int8"] is False and report["float_matmul"] > 0
 
