@@ -40,7 +40,9 @@ def save_model_dir(model: nn.Module, path: str | os.PathLike[str], tokenizer: An
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        model.save_pretrained(tmp)
+        # A pruned model is loaded back with load_state_dict: keep its own parameter names (transformers 5
+        # otherwise renames some families' keys, ViT's, to their original checkpoint layout when saving).
+        model.save_pretrained(tmp, **({"save_original_format": False} if spec is not None else {}))
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         if spec is not None:
