@@ -305,7 +305,8 @@ class CNNClassifier(ImageClassifier):
 class ViTClassifier(ViTForImageClassification):
     """``ViTForImageClassification`` (Dosovitskiy et al., "An Image is Worth 16x16 Words", ICLR 2021) from plain
     keyword arguments (a YAML ``class_path``) or a ``config``; saved as model_type ``"vit"``, it loads back with
-    ``AutoModelForImageClassification``. Extra keyword arguments go to ``ViTConfig``.
+    ``AutoModelForImageClassification``. Extra keyword arguments go to ``ViTConfig`` (from Python; a YAML
+    ``init_args`` takes the named ones).
     """
 
     def __init__(
@@ -319,16 +320,22 @@ class ViTClassifier(ViTForImageClassification):
         num_hidden_layers: int = 12,
         num_attention_heads: int = 12,
         intermediate_size: int = 3072,
+        hidden_dropout_prob: float = 0.0,
+        attention_probs_dropout_prob: float = 0.0,
+        qkv_bias: bool = True,
         num_labels: int = 2,
         labels: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         if config is None:
-            config = ViTConfig(
-                image_size=image_size, patch_size=patch_size, num_channels=num_channels, hidden_size=hidden_size,
-                num_hidden_layers=num_hidden_layers, num_attention_heads=num_attention_heads,
-                intermediate_size=intermediate_size, **_label_kwargs(num_labels, labels), **kwargs,
-            )  # fmt: skip
+            settings = {k: v for k, v in kwargs.items() if v is not None}  # jsonargparse passes every default
+            config = ViTConfig(**{
+                **settings, "image_size": image_size, "patch_size": patch_size, "num_channels": num_channels,
+                "hidden_size": hidden_size, "num_hidden_layers": num_hidden_layers,
+                "num_attention_heads": num_attention_heads, "intermediate_size": intermediate_size,
+                "hidden_dropout_prob": hidden_dropout_prob, "attention_probs_dropout_prob": attention_probs_dropout_prob,
+                "qkv_bias": qkv_bias, **_label_kwargs(num_labels, labels),
+            })  # fmt: skip
         super().__init__(config)
 
 

@@ -151,3 +151,24 @@ def test_training_modules_name_a_ready_models_classes_from_labels() -> None:
     assert student.config.id2label == {0: "x", 1: "y", 2: "z"}
     with pytest.raises(ValueError, match="has 3 output classes but 2 labels were given"):
         ClassifierModule(tiny_cnn(num_labels=3), labels=["a", "b"])
+
+
+@pytest.mark.parametrize(
+    ("class_path", "init_args"),
+    [("lit_compress.vision.classifier.CNNClassifier",
+      {"arch": "mobilenet_v2", "width_mult": 0.25, "num_channels": 1, "image_size": 28, "num_labels": 10}),
+     ("lit_compress.vision.classifier.ViTClassifier",
+      {"image_size": 28, "patch_size": 7, "num_channels": 1, "hidden_size": 32, "num_hidden_layers": 2,
+       "num_attention_heads": 4, "intermediate_size": 64, "num_labels": 10, "hidden_dropout_prob": 0.1})],
+)  # fmt: skip
+def test_yaml_class_paths_instantiate_with_plain_kwargs(class_path: str, init_args: dict) -> None:
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser()
+    parser.add_argument("--model", type=nn.Module)
+    model = parser.instantiate(parser.parse_object({"model": {"class_path": class_path, "init_args": init_args}})).model
+    assert type(model).__name__ == class_path.rsplit(".", 1)[1] and model.config.num_labels == 10
+    assert model.config.num_channels == 1 and model.config.image_size == 28
+    if "hidden_dropout_prob" in init_args:
+        assert model.config.hidden_dropout_prob == 0.1  # extra kwargs reach ViTConfig
+    assert _logits(model, _pixels()).shape == (2, 10)
