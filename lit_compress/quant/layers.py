@@ -17,7 +17,13 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from lit_compress.quant.config import ActivationQuantConfig, WeightQuantConfig
-from lit_compress.quant.functional import affine_qparams, fake_quantize, symmetric_qparams
+from lit_compress.quant.functional import (
+    affine_qparams,
+    dynamic_qparams,
+    fake_quantize,
+    fake_quantize_dynamic,
+    symmetric_qparams,
+)
 from lit_compress.quant.observers import RangeObserver
 
 
@@ -118,6 +124,8 @@ class FakeQuantized(nn.Module):
 
     def quantized_input(self, x: Tensor) -> Tensor:
         """``fq(x)``; ``x`` unchanged if a static observer has seen no data yet (e.g. a sanity check)."""
+        if self.input_observer is None:  # dynamic: round exactly as ORT's DynamicQuantizeLinear does
+            return fake_quantize_dynamic(x, *self.activation_config.qrange)
         qparams = self.input_qparams(x)
         if qparams is None:
             return x
@@ -252,7 +260,7 @@ def _range_qparams(
     if observer is None:
         if x is None:
             return None
-        return affine_qparams(*torch.aminmax(x.detach()), *qrange)
+        return dynamic_qparams(x, *qrange)
     if not observer.initialized:
         return None
     return affine_qparams(observer.min_val, observer.max_val, *qrange)

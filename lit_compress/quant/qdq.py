@@ -77,6 +77,11 @@ class QDQLinear(nn.Module):
             self.qweight, self.weight_scale, self.weight_zero_point, 1, -128, 127, torch.int8
         )
 
+    @property
+    def weight(self) -> Tensor:
+        """``DQ(W_q)`` as ``out x in`` float32, for code that reads a Linear's ``weight``."""
+        return self.dequantized_weight().t()
+
     def forward(self, x: Tensor) -> Tensor:
         ops = quantized_decomposed_ops()
         args = (self.input_scale, self.input_zero_point, *self.input_qrange, self.input_dtype)
@@ -148,6 +153,11 @@ class QDQConv2d(nn.Module):
         ops = quantized_decomposed_ops()
         return ops.dequantize_per_channel(self.qweight, self.weight_scale, self.weight_zero_point, 0, -128, 127,
                                           torch.int8)  # fmt: skip
+
+    @property
+    def weight(self) -> Tensor:
+        """``DQ(W_q)``, for code that reads a conv's ``weight`` (a ViT casts its pixels to ``weight.dtype``)."""
+        return self.dequantized_weight()
 
     def dequantized_bias(self) -> Tensor | None:
         """``DQ(b_q) = S_x S_w b_q`` (``None`` without bias)."""

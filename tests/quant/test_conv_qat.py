@@ -64,6 +64,7 @@ class TinyCNN(nn.Module):
             nn.Conv2d(8, 16, 1), nn.ReLU(),
         )  # fmt: skip
         self.classifier = nn.Linear(16, classes)
+        self.config = SimpleNamespace(num_channels=channels, image_size=12)  # the input geometry, as HF configs
         for bn in (self.features[1], self.features[4]):  # trained-looking statistics, so folding matters
             bn.running_mean.uniform_(-1, 1)
             bn.running_var.uniform_(0.2, 3.0)
@@ -87,11 +88,11 @@ def _images(n: int = 8, seed: int = 0) -> Tensor:
     return torch.randn(n, 1, 12, 12, generator=torch.Generator().manual_seed(seed))
 
 
-def _export(model: nn.Module, path: Path) -> Path:
+def _export(model: nn.Module, path: Path, sample: Tensor | None = None) -> Path:
     import onnx
 
     program = torch.onnx.export(
-        Logits(model).eval(), (_images(4),), None, dynamo=True, external_data=False, verbose=False,
+        Logits(model).eval(), (_images(4) if sample is None else sample,), None, dynamo=True, external_data=False, verbose=False,
         input_names=["pixel_values"], output_names=["logits"],
         dynamic_shapes={"pixel_values": {0: torch.export.Dim("batch")}},
     )  # fmt: skip
@@ -378,3 +379,75 @@ def test_conv_kernels_on_an_emulated_avx2_cpu(fp32_cnn, tmp_path: Path) -> None:
     assert gaps["static avx512_vnni"] > 1e-4, gaps  # 8-bit: the int16 pair sums saturate
     logits = artifacts["dynamic avx512_vnni"][1]
     assert gaps["dynamic avx512_vnni"] / ((logits.max() - logits.min()) / 255) <= 16, gaps
+
+
+def _dynamic_gap(model: nn.Module, tmp_path: Path, name: str) -> float:
+    """max |QAT - ORT dynamic int8| logits of a dynamic-scheme model (exported stripped, quantized by its scheme)."""
+    fp32 = _export(strip_fake_quant(model), tmp_path / f"{name}_fp32.onnx")
+    int8 = quantize_ort_dynamic(fp32, tmp_path / f"{name}_int8.onnx", ort_dynamic_scheme(model))
+    x = _images(32, seed=4)
+    with torch.no_grad():
+        return (model.eval()(pixel_values=x).logits - _ort(int8, x)).abs().max().item()
+
+
+def test_dynamic_qat_of_a_cnn_is_exact_once_batchnorm_is_folded(tmp_path: Path) -> None:
+    module = ImageModule()
+    callback = QuantizationAwareTraining(filter_fn=".", fold_batchnorm=True, target=HOST.name)
+    trainer(3, [callback]).fit(module, _image_batches())
+    model = module.model
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()) and model.features[3].bias is not None
+    assert model.features[0].weight_config.axis is None  # dynamic scheme: per-tensor convs, as ConvInteger
+    callback.setup(trainer(1, [callback]), module, "fit")  # idempotent: nothing left to fold
+    folded = _dynamic_gap(model, tmp_path, "folded")
+    unfolded = TinyCNN()
+    prepare_qat(unfolded, HOST.weight_config(), filter_fn=regex_filter("."),
+                conv_weight_config=HOST.weight_config(per_channel=False))  # fmt: skip
+    gap = _dynamic_gap(unfolded, tmp_path, "unfolded")  # ORT quantizes the folded weights W' = k W per tensor
+    assert folded < 1e-5 and gap > 20 * folded, (folded, gap)  # measured: 4e-8 vs 1.9e-3
+
+
+def test_vit_patch_embedding_exports_as_qlinearconv(tmp_path: Path) -> None:
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(0)
+    config = ViTConfig(image_size=28, patch_size=7, num_channels=1, hidden_size=32, num_hidden_layers=1,
+                       num_attention_heads=2, intermediate_size=64, num_labels=10)  # fmt: skip
+    model = ViTForImageClassification(config)
+    names = prepare_qat(model, HOST.weight_config(), STATIC)
+    assert names[0] == "vit.embeddings.patch_embeddings.projection" and len(names) == 7
+    model.train()
+    x = torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model(pixel_values=x)
+    qdq = convert_to_qdq(model)  # the ViT reads projection.weight.dtype: QDQConv2d.weight is DQ(W_q)
+    path = _export(qdq, tmp_path / "vit.onnx", x[:4])
+    assert kernel_report(path, expect_int8=True)["int8_compute"] == {"MatMulIntegerToFloat": 6, "QLinearConv": 1}
+    with torch.no_grad():
+        expected = qdq(pixel_values=x).logits
+    step = (expected.max() - expected.min()).item() / 255
+    assert (expected - _ort(path, x)).abs().max().item() < step  # measured: 4e-5 steps
+
+
+def test_dynamic_input_grid_is_ort_dynamic_quantize_linear_bit_for_bit() -> None:
+    """Scale, zero point and codes of ``fake_quantize_dynamic`` are those of ORT's kernel (float32, x / S)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from lit_compress.quant.functional import dynamic_qparams, fake_quantize_dynamic
+
+    graph = helper.make_graph(
+        [helper.make_node("DynamicQuantizeLinear", ["x"], ["q", "s", "z"])], "dql",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info(n, t, None) for n, t in
+         (("q", TensorProto.UINT8), ("s", TensorProto.FLOAT), ("z", TensorProto.UINT8))],
+    )  # fmt: skip
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    gen = torch.Generator().manual_seed(0)
+    for trial in range(200):
+        x = torch.randn(64, generator=gen) * float(torch.rand(1, generator=gen) * 5) + float(trial % 3 - 1)
+        q, s, z = session.run(None, {"x": x.numpy()})
+        scale, zero = dynamic_qparams(x, 0, 255)
+        assert float(s) == scale.item() and int(z) == zero.item(), trial
+        values = fake_quantize_dynamic(x, 0, 255)
+        assert torch.equal(values, (torch.from_numpy(q.astype(np.float32)) - zero) * scale), trial
