@@ -163,8 +163,10 @@ def _shape(m: nn.Module) -> list[int]:
 
 
 def resize_modules(net: nn.Module, shapes: dict[str, list[int]]) -> None:
-    """Replace each module named in ``shapes`` whose shape differs by a fresh one of that shape (placeholder weights,
-    same kernel, stride, padding, bias, device and dtype), in place; the weights are loaded afterwards.
+    """Resize each module named in ``shapes`` whose shape differs, in place: its channel attributes are set and
+    its parameters and BatchNorm statistics replaced by freshly initialised ones of the new shape
+    (``reset_parameters``; same device and dtype). The module object stays (its type, hooks and attributes such
+    as a fake-quantizer's); the weights are usually loaded afterwards.
 
     Raises:
         ValueError: A name the model lacks, a module that is not Conv2d/Linear/BatchNorm2d, or channels not
@@ -172,28 +174,36 @@ def resize_modules(net: nn.Module, shapes: dict[str, list[int]]) -> None:
     """
     for name, shape in shapes.items():
         try:
-            old = net.get_submodule(name)
+            module = net.get_submodule(name)
         except AttributeError:
             message = f"layer_shapes names {name!r}, which this model lacks; re-save it with save_pretrained."
             raise ValueError(message) from None
-        if not isinstance(old, _SHAPED):
-            raise ValueError(f"layer_shapes entry {name!r} is a {type(old).__name__}, not Conv2d/Linear/BatchNorm2d.")
-        if _shape(old) != list(shape):
-            parent_name, _, attr = name.rpartition(".")
-            setattr(net.get_submodule(parent_name) if parent_name else net, attr, _rebuilt(old, [int(s) for s in shape]))
+        if not isinstance(module, _SHAPED):
+            raise ValueError(f"layer_shapes entry {name!r} is a {type(module).__name__}, not Conv2d/Linear/BatchNorm2d.")
+        if _shape(module) != list(shape):
+            _resize(module, [int(s) for s in shape])
 
 
-def _rebuilt(old: nn.Module, shape: list[int]) -> nn.Module:
-    like = {"device": old.weight.device if old.weight is not None else None, "dtype": getattr(old.weight, "dtype", None)}
-    if isinstance(old, nn.Conv2d):
-        cin, cout, groups = shape
-        if cin % groups or cout % groups:
+def _resize(m: nn.Module, shape: list[int]) -> None:
+    like = {"device": m.weight.device if m.weight is not None else None, "dtype": getattr(m.weight, "dtype", None)}
+    if isinstance(m, nn.Conv2d):
+        m.in_channels, m.out_channels, m.groups = shape
+        if m.in_channels % m.groups or m.out_channels % m.groups:
             raise ValueError(f"Conv2d shape {shape}: in and out channels must be multiples of groups.")
-        return nn.Conv2d(cin, cout, old.kernel_size, old.stride, old.padding, old.dilation, groups,
-                         old.bias is not None, old.padding_mode, **like)  # fmt: skip
-    if isinstance(old, nn.Linear):
-        return nn.Linear(shape[0], shape[1], old.bias is not None, **like)
-    return nn.BatchNorm2d(shape[0], old.eps, old.momentum, old.affine, old.track_running_stats, **like)
+        weight_shape = (m.out_channels, m.in_channels // m.groups, *m.kernel_size)
+    elif isinstance(m, nn.Linear):
+        m.in_features, m.out_features = shape
+        weight_shape = (m.out_features, m.in_features)
+    else:
+        m.num_features = shape[0]
+        weight_shape = (shape[0],)
+        if m.track_running_stats:
+            m.running_mean, m.running_var = torch.zeros(shape[0], **like), torch.ones(shape[0], **like)
+    if m.weight is not None:
+        m.weight = nn.Parameter(torch.empty(weight_shape, **like))
+    if m.bias is not None:
+        m.bias = nn.Parameter(torch.empty(weight_shape[0], **like))
+    m.reset_parameters()
 
 
 def default_shapes(config: ImageClassifierConfig) -> dict[str, list[int]]:

@@ -83,7 +83,10 @@ def test_saved_directory_loads_with_the_auto_class_and_identical_logits(arch: st
 
 def test_layer_shapes_record_the_resized_modules_and_rebuild_them_on_load(tmp_path) -> None:
     model = tiny_cnn(image_size=28)
+    conv = model.net.layer1[0].conv1
     resize_modules(model.net, {"layer1.0.conv1": [8, 3, 1], "layer1.0.bn1": [3], "layer1.0.conv2": [3, 8, 1]})
+    assert model.net.layer1[0].conv1 is conv and conv.weight.shape == (3, 8, 3, 3)  # resized in place
+    assert model.net.layer1[0].bn1.running_mean.shape == (3,)
     assert _logits(model, _pixels()).shape == (2, 3)
     assert model.refresh_layer_shapes() == {"layer1.0.conv1": [8, 3, 1], "layer1.0.bn1": [3], "layer1.0.conv2": [3, 8, 1]}
     reloaded = load_model_dir(save_model_dir(model, tmp_path / "m"))
