@@ -61,14 +61,16 @@ def tiny_vit() -> torch.nn.Module:
     return fitted(model)
 
 
-def tiny_cnn() -> torch.nn.Module:
-    classifier = pytest.importorskip("lit_compress.vision.classifier", reason="ImageClassifier not available")
+def tiny_cnn(arch: str = "resnet18") -> torch.nn.Module:
+    from lit_compress.vision.classifier import CNNClassifier
+
     torch.manual_seed(0)
-    model = classifier.CNNClassifier(arch="resnet18", width=4, num_channels=CHANNELS, image_size=SIZE,
-                                     num_labels=CLASSES).eval()  # fmt: skip
+    model = CNNClassifier(arch=arch, width=4, width_mult=0.25, num_channels=CHANNELS, image_size=SIZE,
+                          num_labels=CLASSES).eval()  # fmt: skip
     return fitted(model)
 
 
+#: ViT (Linear-dominated, a Conv patch embedding) and a ResNet-18-style CNN (BatchNorm folded into its convs)
 BUILDERS = {"vit": tiny_vit, "cnn": tiny_cnn}
 
 
@@ -205,3 +207,21 @@ def test_derived_parity_images_vary_the_batch_size_only() -> None:
     shapes = [tuple(b["pixel_values"].shape) for b in derived_parity_inputs(sample)]
     assert tuple(sample["pixel_values"].shape) == (2, 3, 8, 12)
     assert shapes == [(1, 3, 8, 12), (3, 3, 8, 12), (2, 3, 8, 12)]
+
+
+def test_mobilenet_v2_depthwise_convs_run_as_integer_kernels(tmp_path: Path) -> None:
+    from lit_compress.vision.classifier import CNNClassifier
+
+    torch.manual_seed(0)
+    model = CNNClassifier(arch="mobilenet_v2", width_mult=0.25, num_channels=CHANNELS, image_size=SIZE,
+                          num_labels=CLASSES).eval()  # fmt: skip
+    depthwise = sum(1 for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1)
+    model.save_pretrained(tmp_path / "model")
+    export_model(str(tmp_path / "model"), str(tmp_path / "out"), formats=["ort-dynamic-int8", "ort-static-int8"],
+                 calibration_examples=images(8, seed=1), parity_examples=images(8, seed=2))  # fmt: skip
+    convs = sum(1 for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    dynamic = read_manifest(tmp_path / "out" / "ort-dynamic-int8")
+    static = read_manifest(tmp_path / "out" / "ort-static-int8")
+    assert depthwise > 0 and dynamic["kernels"]["int8_compute"]["ConvInteger"] == convs
+    assert static["kernels"]["int8_compute"]["QLinearConv"] == convs and static["kernels"]["float_conv"] == 0
+    assert dynamic["parity"]["gated"] and dynamic["parity"]["passed"]  # depthwise ConvInteger = its reference
