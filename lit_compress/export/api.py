@@ -206,10 +206,7 @@ class _Job:
     def _torch_fp32(self, directory: Path, fp32: Path | None, texts: Any) -> dict[str, Any]:
         from lit_compress.models.io import save_model_dir
 
-        if self.tokenizer is not None:
-            save_model_dir(self.model, directory, self.tokenizer)
-        else:  # an image model's config holds its geometry (and an ImageClassifier's pruned layer shapes)
-            self.model.save_pretrained(directory)
+        save_model_dir(self.model, directory, self.tokenizer)
         return self._manifest("torch-fp32", directory, torch_parameter_counts(self.model), None, None, None)
 
     def _onnx_fp32(self, directory: Path, fp32: Path | None, texts: Any) -> dict[str, Any]:

@@ -5,7 +5,7 @@
 of torchao; this module detects it at use time and reports why it is missing instead of failing at import.
 
 The artifact is a directory: ``config.json``, the tokenizer (text models), ``model_int8.pt`` (a state dict,
-loadable with ``weights_only=True``) and, for a structurally pruned text model, ``lit_compress_arch.json``. Loading rebuilds
+loadable with ``weights_only=True``) and, for a structurally pruned model, ``lit_compress_arch.json``. Loading rebuilds
 the float skeleton from the config, quantizes it the same way, then loads the int8 state dict.
 """
 
@@ -97,27 +97,18 @@ def load_torch_dynamic_int8(path: str | os.PathLike[str]) -> nn.Module:
 
 
 def _skeleton(src: Path) -> nn.Module:
-    """The float model of ``src``'s config: an image classifier for an image config, else a sequence one."""
-    import json
+    """The float model of ``src``'s config: an image classifier for an image config, else a sequence one
+    (:func:`~lit_compress.models.io.auto_model_class`)."""
+    from transformers import AutoConfig
 
-    from transformers import AutoConfig, AutoModelForImageClassification, AutoModelForSequenceClassification
+    from lit_compress.models.io import auto_model_class
 
-    from lit_compress.export.inputs import is_image_config
-
-    raw = json.loads((src / "config.json").read_text())
-    if raw.get("model_type") == "lit-image-classifier":
-        import lit_compress.vision.classifier  # noqa: F401 - registers its config and model with the Auto classes
-    image = is_image_config(raw, src)
-    auto = AutoModelForImageClassification if image else AutoModelForSequenceClassification
-    return auto.from_config(AutoConfig.from_pretrained(src))
+    return auto_model_class(src).from_config(AutoConfig.from_pretrained(src))
 
 
 def _save_architecture(model: nn.Module, out: Path) -> None:
-    from lit_compress.export.inputs import is_image_config
     from lit_compress.models.architecture import read_architecture
 
-    if is_image_config(model.config):  # the encoder spec describes text encoders; an image model has none
-        return
     spec = read_architecture(model)
     if spec is not None:
         from lit_compress.utils.io import write_json_atomic

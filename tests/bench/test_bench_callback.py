@@ -82,11 +82,11 @@ def test_benchmark_after_test_with_explicit_data(tmp_path, tokenizer, texts, lab
         def test_step(self, batch, batch_idx):
             return None
 
-    callback = Benchmark(str(tmp_path), on="test", texts=texts, labels=labels, tokenizer=tokenizer,
+    callback = Benchmark(str(tmp_path), on="test", examples=texts, labels=labels, tokenizer=tokenizer,
                          formats=["ort-dynamic-int8", "ort-static-int8"], settings=FAST, export_options=LEGACY,
                          keep_artifacts=True)  # fmt: skip
     trainer = _trainer(callback)
-    with pytest.warns(UserWarning, match="skips ort-static-int8: no calibration texts"):
+    with pytest.warns(UserWarning, match="skips ort-static-int8: no calibration examples"):
         trainer.test(Testable(with_teacher=False), dataloaders=DataLoader([{"input_ids": torch.zeros(1)}]))
     assert [r["name"] for r in callback.rows] == ["student fp32 (torch)", "student ORT dynamic int8"]
     assert (tmp_path / "artifacts" / "export" / "ort-dynamic-int8" / "manifest.json").is_file()
@@ -95,8 +95,8 @@ def test_benchmark_after_test_with_explicit_data(tmp_path, tokenizer, texts, lab
 def test_misconfiguration_is_explained(tmp_path, texts):
     with pytest.raises(ValueError, match=r"formats \['torch-fp32'\] are not exportable"):
         Benchmark(formats=["torch-fp32"])
-    with pytest.raises(ValueError, match="Pass both texts and labels"):
-        Benchmark(texts=texts)
+    with pytest.raises(ValueError, match="Pass both examples and labels"):
+        Benchmark(examples=texts)
     callback = Benchmark(str(tmp_path), settings=FAST)
     with pytest.raises(RuntimeError, match="needs evaluation data"):
         callback.benchmark_data(L.Trainer(logger=False, enable_progress_bar=False))

@@ -63,3 +63,40 @@ def test_run_benchmark_on_images_reports_and_chooses(vit_variants: list[Variant]
     assert selection is not None and selection.chosen in {"ViT ORT fp32", "ViT ORT dynamic int8"}
     assert selection.chosen in paths["markdown"].read_text() and paths["plot"].stat().st_size > 0
     assert report["meta"]["machine"]["cpus"] and "int8_flags" in report["meta"]["machine"]
+
+
+class ImageData:
+    """The datamodule protocol the Benchmark callback reads for images: examples(split), labels(split)."""
+
+    label_names = ["a", "b", "c"]
+
+    def __init__(self) -> None:
+        self.x = images(12, seed=4)
+
+    def examples(self, split: str) -> list[torch.Tensor]:
+        return list(self.x) if split != "train" else list(images(8, seed=5))
+
+    def labels(self, split: str) -> list[int]:
+        return [i % CLASSES for i in range(len(self.x))]
+
+
+def test_benchmark_callback_exports_and_measures_an_image_student(tmp_path: Path) -> None:
+    import lightning as L
+
+    from lit_compress.bench import Benchmark
+
+    torch.manual_seed(0)
+    config = ViTConfig(image_size=SIZE, patch_size=4, num_channels=CHANNELS, hidden_size=16, num_hidden_layers=1,
+                       num_attention_heads=2, intermediate_size=32, num_labels=CLASSES)  # fmt: skip
+    module = L.LightningModule()
+    module.student = ViTForImageClassification(config).eval()
+    module.compression_target = module.student
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, accelerator="cpu")
+    trainer.datamodule = ImageData()  # type: ignore[misc]  (what fit(datamodule=...) would set)
+    callback = Benchmark(str(tmp_path), formats=["onnx-fp32", "ort-dynamic-int8", "ort-static-int8"], settings=FAST,
+                         export_options={"exporter": "legacy"})  # fmt: skip
+    rows = callback.run(trainer, module)
+    assert [r["name"] for r in rows] == ["student fp32 (torch)", "student ORT fp32", "student ORT dynamic int8",
+                                         "student ORT static int8"]  # fmt: skip
+    assert all(r["n_eval"] == 12 and r["latency_p50_ms"] > 0 for r in rows)
+    assert rows[0]["accuracy"] == rows[1]["accuracy"]  # fp32 parity: same predictions as torch
