@@ -5,7 +5,7 @@ model no longer matches its Hugging Face ``config.json``. :class:`ArchitectureSp
 plain JSON (no pickle); :func:`apply_architecture` resizes a skeleton built from the config to those shapes so
 that ``load_state_dict`` works (``lit_compress.models.io.load_model_dir`` and checkpoint resume use it). Where
 each family keeps heads and channels is asked of its :class:`~lit_compress.models.layout.EncoderLayout`; the
-hidden size is never changed.
+hidden size is never changed. Models without a token-embedding table (ViT) have ``vocab_size`` None.
 """
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ class ArchitectureSpec:
     Attributes:
         num_heads: Kept attention heads per block.
         intermediate_sizes: Kept FFN intermediate channels per block.
-        vocab_size: Rows of the word-embedding matrix.
+        vocab_size: Rows of the word-embedding matrix (None: the model has none, e.g. ViT).
         head_size: Width of one attention head (unchanged by head pruning).
     """
 
     num_heads: tuple[int, ...]
     intermediate_sizes: tuple[int, ...]
-    vocab_size: int
+    vocab_size: int | None
     head_size: int
 
     def __post_init__(self) -> None:
@@ -47,8 +47,8 @@ class ArchitectureSpec:
                 f"ArchitectureSpec has {len(self.num_heads)} head counts but {len(self.intermediate_sizes)} FFN "
                 "sizes; give one of each per encoder layer."
             )
-        counts = (*self.num_heads, *self.intermediate_sizes, self.vocab_size, self.head_size)
-        if any(n < 1 for n in counts):
+        counts = (*self.num_heads, *self.intermediate_sizes, self.head_size)
+        if any(n < 1 for n in counts) or (self.vocab_size is not None and self.vocab_size < 1):
             raise ValueError(f"ArchitectureSpec sizes must all be >= 1 (a layer keeps at least one head); got {self}.")
 
     def to_dict(self) -> dict[str, Any]:
@@ -79,9 +79,17 @@ def current_architecture(model: nn.Module) -> ArchitectureSpec:
     return ArchitectureSpec(
         num_heads=tuple(layout.num_heads(layer) for layer in layers),
         intermediate_sizes=tuple(layout.ffn_size(layer) for layer in layers),
-        vocab_size=input_embeddings(model).num_embeddings,
+        vocab_size=_vocab_size(model),
         head_size=layout.head_size(layers[0]),
     )
+
+
+def _vocab_size(model: nn.Module) -> int | None:
+    """Rows of ``model``'s token-embedding table, or None when it has none (an image model)."""
+    try:
+        return input_embeddings(model).num_embeddings
+    except ValueError:
+        return None
 
 
 def read_architecture(model: nn.Module) -> ArchitectureSpec | None:
@@ -98,7 +106,7 @@ def read_architecture(model: nn.Module) -> ArchitectureSpec | None:
     unpruned = (
         all(n == layout.config_num_heads(cfg) for n in spec.num_heads)
         and all(n == layout.config_ffn_size(cfg) for n in spec.intermediate_sizes)
-        and spec.vocab_size == cfg.vocab_size
+        and spec.vocab_size == getattr(cfg, "vocab_size", None)
     )
     return None if unpruned else spec
 
@@ -124,7 +132,7 @@ def architecture_from_state_dict(
     return ArchitectureSpec(
         num_heads=tuple(shape(layout.attention_output(layer), 1) // head_size for layer in layers),
         intermediate_sizes=tuple(shape(layout.ffn_output(layer), 1) for layer in layers),
-        vocab_size=shape(input_embeddings(model), 0),
+        vocab_size=None if _vocab_size(model) is None else shape(input_embeddings(model), 0),
         head_size=head_size,
     )
 
@@ -176,6 +184,10 @@ def apply_architecture(model: nn.Module, spec: ArchitectureSpec) -> nn.Module:
         if heads > now.num_heads[i] or ffn > now.intermediate_sizes[i]:
             raise ValueError(f"Layer {i} of the model is smaller than the spec ({now} vs {spec}); cannot grow layers.")
         prune_layer(layout, layer, keep_heads=torch.arange(heads), keep_ffn=torch.arange(ffn))
+    if (spec.vocab_size is None) != (now.vocab_size is None):
+        raise ValueError(f"Spec vocab_size {spec.vocab_size} does not fit the model's {now.vocab_size}.")
+    if spec.vocab_size is None or now.vocab_size is None:
+        return model
     if spec.vocab_size > now.vocab_size:
         raise ValueError(f"Spec vocab_size {spec.vocab_size} is larger than the model's {now.vocab_size}.")
     if spec.vocab_size < now.vocab_size:

@@ -35,8 +35,10 @@ def save_model_dir(model: nn.Module, path: str | os.PathLike[str], tokenizer: An
     import shutil
     import tempfile
 
+    from lit_compress.models.architecture import read_architecture
+
     out = Path(path)
-    spec = _architecture_to_save(model)  # before anything is written: a model it cannot describe leaves no files
+    spec = read_architecture(model)  # before anything is written: a model it cannot describe leaves no files
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -53,25 +55,6 @@ def save_model_dir(model: nn.Module, path: str | os.PathLike[str], tokenizer: An
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
-
-
-def _architecture_to_save(model: nn.Module) -> Any:
-    """``read_architecture(model)``; an unpruned ViT (a layout family without a token-embedding table, which
-    ``ArchitectureSpec`` cannot describe yet) needs no architecture file either.
-
-    TODO(lead): drop this shim with the patch that makes ``ArchitectureSpec.vocab_size`` optional.
-    """
-    from lit_compress.models.architecture import read_architecture
-    from lit_compress.models.layout import encoder_layers, layout_of
-
-    try:
-        return read_architecture(model)
-    except ValueError:
-        layout, cfg = layout_of(model), model.config
-        if all(layout.num_heads(layer) == layout.config_num_heads(cfg) and layout.ffn_size(layer)
-               == layout.config_ffn_size(cfg) for layer in encoder_layers(model)):  # fmt: skip
-            return None
-        raise
 
 
 def auto_model_class(path: str | os.PathLike[str]) -> Any:

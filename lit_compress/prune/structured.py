@@ -27,6 +27,7 @@ Importance (higher = keep):
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -114,7 +115,9 @@ def coupled_groups(model: nn.Module, example_inputs: dict[str, torch.Tensor] | N
     modes = {m: m.training for m in model.modules()}
     model.eval()  # no dropout: tracing must not consume the training RNG stream
     try:
-        with torch.enable_grad():
+        with torch.enable_grad(), warnings.catch_warnings():
+            # ViT's cls_token / position_embeddings are bare Parameters; they join no head or FFN group (checked)
+            warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
             dg = tp.DependencyGraph().build_dependency(
                 model, example_inputs=example_inputs or _dummy_inputs(model), output_transform=lambda out: out[0].sum()
             )
@@ -148,9 +151,7 @@ def _check_members(group: Any, expected: set[nn.Module], what: str) -> None:
 
 
 def _dummy_inputs(model: nn.Module) -> dict[str, torch.Tensor]:
-    device = next(model.parameters()).device
-    ids = torch.arange(8, device=device).remainder(model.config.vocab_size).unsqueeze(0)
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    return layout_of(model).dummy_inputs(model)
 
 
 def structured_magnitude_scores(model: nn.Module) -> UnitScores:
@@ -264,7 +265,8 @@ def prune_heads_and_ffn(
         scope: ``"layer"`` (every layer pruned by the ratio) or ``"global"`` (ranked across layers).
         min_heads: Heads every layer keeps. min_ffn: FFN channels every layer keeps.
         ffn_round_to: Round kept FFN widths up to a multiple of this.
-        example_inputs: Inputs for DepGraph tracing (default: 8 dummy token ids).
+        example_inputs: Inputs for DepGraph tracing (default: the layout's ``dummy_inputs``: 8 token ids, or one
+            zero image for ViT).
     """
     coupled_groups(model, example_inputs)
     scores = scores if scores is not None else structured_magnitude_scores(model)

@@ -93,3 +93,22 @@ def test_a_vit_student_from_teacher_layers_distils_with_hidden_states() -> None:
     _trainer(2).fit(module, _loader())
     metrics = module.trainer.callback_metrics
     assert float(metrics["train/hidden_mse"]) > 0 and float(metrics["train/cosine"]) >= 0
+
+
+def test_structured_pruning_cuts_vit_heads_and_mlp_while_training_and_the_model_reloads(tmp_path) -> None:
+    from lit_compress.models.architecture import current_architecture
+    from lit_compress.models.io import ARCH_FILE, load_model_dir, save_model_dir
+    from lit_compress.prune import StructuredPruning
+
+    module = ClassifierModule(tiny_vit(image_size=SIZE).train(), labels=["a", "b", "c"], lr=1e-3)
+    trainer = _trainer(3)
+    trainer.callbacks.append(StructuredPruning(head_pruning_ratio=0.5, ffn_pruning_ratio=0.5))
+    trainer.fit(module, _loader())
+    spec = current_architecture(module.model)
+    assert spec.num_heads == (2, 2) and spec.intermediate_sizes == (32, 32) and spec.vocab_size is None
+    out = save_model_dir(module.model, tmp_path / "vit")
+    assert (out / ARCH_FILE).exists()
+    reloaded, x = load_model_dir(out), _Images().x[:2]
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(pixel_values=x).logits, module.model.eval()(pixel_values=x).logits,
+                                   rtol=0, atol=0)  # fmt: skip

@@ -29,13 +29,6 @@ from lit_compress.quant.fake_quant import FakeQuantizedLinear, prepare_qat
 HEAD = 8  # tiny_model and tiny_vit: hidden 32, 4 heads of 8, FFN 64
 #: Text families, and ViT (16x16 one-channel images, 16 patches) where a test is input-agnostic.
 FAMILIES = (*TINY_FAMILIES, *TINY_VISION)
-#: ViT where a test needs ArchitectureSpec (shapes, save/load): it records a vocabulary size ViT does not have.
-NEEDS_VOCAB_FREE_SPEC = pytest.mark.xfail(
-    raises=(AttributeError, ValueError), strict=True,
-    reason="ArchitectureSpec.vocab_size must be optional (None: no token table) and structured pruning must trace "
-    "with the layout's dummy_inputs; patch for models/architecture.py + prune/structured.py handed to the lead",
-)  # fmt: skip
-PRUNABLE = (*TINY_FAMILIES, pytest.param("vit", marks=NEEDS_VOCAB_FREE_SPEC))
 
 
 def _tiny(family: str, **kwargs: Any) -> nn.Module:
@@ -75,7 +68,7 @@ def test_every_tiny_family_has_a_layout() -> None:
     assert set(TINY_FAMILIES) <= set(LAYOUTS)
 
 
-@pytest.mark.parametrize("family", PRUNABLE)
+@pytest.mark.parametrize("family", FAMILIES)
 def test_pruned_model_equals_the_unpruned_one_with_those_units_gated_off(family: str) -> None:
     model = _tiny(family, num_layers=3)
     reference = copy.deepcopy(model)
@@ -148,7 +141,7 @@ def test_student_from_all_teacher_layers_is_the_teacher(family: str) -> None:
         assert shallow.config.layer_types == [teacher.config.layer_types[0], teacher.config.layer_types[2]]
 
 
-@pytest.mark.parametrize("family", PRUNABLE)
+@pytest.mark.parametrize("family", FAMILIES)
 def test_pruned_model_reloads_from_its_directory_with_identical_logits(family: str, tmp_path) -> None:
     model = _tiny(family)
     assert read_architecture(model) is None
