@@ -86,7 +86,7 @@ def dynamic_int8_reference(model: nn.Module, per_channel: bool, reduce_range: bo
     from lit_compress.quant.functional import blockwise_int4, fake_quantize, symmetric_qparams
 
     out = copy.deepcopy(model)
-    if convs and any(isinstance(m, nn.BatchNorm2d) for m in out.modules()):
+    if convs and any(type(m) is nn.BatchNorm2d for m in out.modules()):
         if example_inputs is None:
             raise ValueError(
                 "dynamic_int8_reference(convs=True) on a model with BatchNorm2d needs example_inputs (a batch, e.g. "

@@ -59,7 +59,8 @@ def regex_filter(pattern: str) -> FilterFn:
 
 
 def module_types_from_names(names: Sequence[str | type[nn.Module]]) -> tuple[type[nn.Module], ...]:
-    """``("Linear", "Conv2d")`` -> ``(nn.Linear, nn.Conv2d)``; classes pass through.
+    """``("Linear", "Conv2d")`` (or ``"nn.Linear"``, ``"torch.nn.Conv2d"``) -> ``(nn.Linear, nn.Conv2d)``; classes
+    pass through.
 
     Raises:
         ValueError: A name that is not a swappable layer type (the message lists them).
@@ -67,10 +68,11 @@ def module_types_from_names(names: Sequence[str | type[nn.Module]]) -> tuple[typ
     known = {t.__name__: t for t in FAKE_QUANTIZED}
     out = []
     for name in names:
+        short = name.removeprefix("torch.").removeprefix("nn.") if isinstance(name, str) else None
         if isinstance(name, type) and name in FAKE_QUANTIZED:
             out.append(name)
-        elif isinstance(name, str) and name.removeprefix("nn.") in known:
-            out.append(known[name.removeprefix("nn.")])
+        elif short in known:
+            out.append(known[short])
         else:
             raise ValueError(f"module_types: {name!r} cannot be fake-quantized; use a subset of {sorted(known)}.")
     return tuple(out)

@@ -7,8 +7,10 @@ Runtime's dynamic quantizer puts ``W'`` on its per-tensor grid, not ``W``: a per
 unfolded model is off by the per-channel factors ``k_c``. (Per-channel symmetric grids commute with a positive
 or negative per-channel factor, per-tensor grids do not.)
 
-Which BatchNorm follows which conv is read from one forward pass (a BN whose input *is* a conv's output tensor,
-and that conv's output feeds nothing else), not from module names.
+:func:`fold_batchnorm` does the same in the model (the BN becomes a per-channel bias, a
+:class:`FoldedBatchNorm2d` with the same state-dict keys), so a fake quantizer sees ``W'``. Which BatchNorm
+follows which conv is read from one forward pass (a BN whose input *is* a conv's output tensor, and that conv's
+output feeds nothing else), not from module names.
 """
 
 from __future__ import annotations
@@ -66,12 +68,27 @@ def conv_bn_pairs(model: nn.Module, example_inputs: Mapping[str, Tensor]) -> lis
     return [(conv, bn) for conv, bn in pairs if uses[conv] == 1]
 
 
+class FoldedBatchNorm2d(nn.BatchNorm2d):
+    """A BatchNorm2d folded into the conv before it: ``y = x + beta`` (per channel), in training too.
+
+    It keeps BatchNorm2d's parameters and buffers, set so that a plain BatchNorm2d loading this state in eval
+    mode computes the same up to float rounding (``mu = 0``, ``var = 1 - eps``, ``gamma = 1`` and frozen), so a
+    folded model saves and reloads with its original structure (``save_pretrained`` / ``load_state_dict``).
+    Its forward is an ``Add``, which the exporter folds into the conv's bias.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.bias.reshape(1, -1, 1, 1)
+
+
 @torch.no_grad()
 def fold_batchnorm(model: nn.Module, example_inputs: Mapping[str, Tensor], inplace: bool = False) -> nn.Module:
-    """Fold every eval-mode BatchNorm2d that follows a Conv2d into it (the BN becomes ``nn.Identity``).
+    """Fold every eval-mode BatchNorm2d that follows a Conv2d into it (the BN becomes :class:`FoldedBatchNorm2d`).
 
-    Exact up to float rounding in eval mode (the formula in the module docstring); the convs gain a bias. A BN
-    without running statistics is left alone, and so is a conv whose output feeds more than one module.
+    ``W <- k W`` in place (the same Parameter object), and the BN's ``beta <- k (b - mu) + beta`` (the conv's
+    bias, if any, moves there and becomes 0): exact up to float rounding in eval mode (the module docstring's
+    formula), and the state-dict keys stay those of the model. A BN without running statistics is left alone,
+    and so is a conv whose output feeds more than one module. Folding twice changes nothing.
 
     Args:
         model: The model (not modified unless ``inplace``).
@@ -81,18 +98,20 @@ def fold_batchnorm(model: nn.Module, example_inputs: Mapping[str, Tensor], inpla
     out = model if inplace else copy.deepcopy(model)
     for conv_name, bn_name in conv_bn_pairs(out, example_inputs):
         conv, bn = out.get_submodule(conv_name), out.get_submodule(bn_name)
-        assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
-        if bn.running_mean is None or bn.running_var is None:
-            continue  # no running statistics: eval mode normalises with the batch's own, nothing to fold
-        mean, var = bn.running_mean, bn.running_var
-        gamma = bn.weight if bn.weight is not None else torch.ones(bn.num_features)
-        beta = bn.bias if bn.bias is not None else torch.zeros(bn.num_features)
-        k = gamma.double() / torch.sqrt(var.double() + bn.eps)
+        if type(bn) is not nn.BatchNorm2d or bn.running_mean is None or bn.running_var is None or not bn.affine:
+            continue  # already folded, or no running statistics / affine parameters to fold
+        k = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
         bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(k)
-        weight = conv.weight.double() * k.reshape(-1, *[1] * (conv.weight.dim() - 1))
-        conv.weight = nn.Parameter(weight.to(conv.weight.dtype))
-        conv.bias = nn.Parameter((k * (bias - mean.double()) + beta.double()).to(conv.weight.dtype))
-        out.set_submodule(bn_name, nn.Identity())
+        conv.weight.mul_(k.reshape(-1, *[1] * (conv.weight.dim() - 1)).to(conv.weight.dtype))
+        if conv.bias is not None:
+            conv.bias.zero_()
+        folded = FoldedBatchNorm2d(bn.num_features, bn.eps, bn.momentum, device=bn.weight.device,
+                                   dtype=bn.weight.dtype)  # fmt: skip
+        folded.bias.copy_(k * (bias - bn.running_mean.double()) + bn.bias.double())
+        folded.running_var.fill_(1.0 - bn.eps)
+        folded.num_batches_tracked.copy_(bn.num_batches_tracked)
+        folded.weight.requires_grad_(False)
+        out.set_submodule(bn_name, folded.train(bn.training))
     return out
 
 

@@ -40,7 +40,7 @@ from lit_compress.quant import (
     regex_filter,
     strip_fake_quant,
 )
-from lit_compress.quant.fold import conv_bn_pairs, fold_batchnorm
+from lit_compress.quant.fold import FoldedBatchNorm2d, conv_bn_pairs, fold_batchnorm
 from lit_compress.quant.functional import affine_qparams
 from lit_compress.quant.targets import TARGETS, Int8Target, detect_target, kernel_is_exact
 
@@ -189,6 +189,7 @@ def test_default_filter_takes_convs_and_module_types_restrict_to_linears() -> No
     assert len(prepare_qat(text)) == 12
     callback = QuantizationAwareTraining(module_types=["Linear"])
     assert callback.module_types == (nn.Linear,)
+    assert QuantizationAwareTraining(module_types=["torch.nn.Conv2d", "nn.Linear"]).module_types == (nn.Conv2d, nn.Linear)
     with pytest.raises(ValueError, match="cannot be fake-quantized"):
         QuantizationAwareTraining(module_types=["Conv1d"])
     with pytest.raises(ValueError, match=r"No nn\.Linear in TinyCNN matched"):
@@ -203,9 +204,18 @@ def test_fold_batchnorm_hand_computed_and_found_by_dataflow() -> None:
     conv, bn = model.features[0], model.features[1]
     k = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # W' = k W, b' = k (b - mu) + beta
     assert torch.allclose(folded.features[0].weight, conv.weight * k[:, None, None, None], atol=1e-6)
-    assert torch.allclose(folded.features[0].bias, k * (conv.bias - bn.running_mean) + bn.bias, atol=1e-6)
-    assert isinstance(folded.features[1], nn.Identity) and isinstance(model.features[1], nn.BatchNorm2d)
+    assert torch.equal(folded.features[0].bias, torch.zeros(8))  # the conv's bias moved into the BN's beta
+    assert torch.allclose(folded.features[1].bias, k * (conv.bias - bn.running_mean) + bn.bias, atol=1e-6)
+    assert isinstance(folded.features[1], FoldedBatchNorm2d) and type(model.features[1]) is nn.BatchNorm2d
     assert torch.allclose(folded(pixel_values=x).logits, model(pixel_values=x).logits, atol=1e-5)
+    folded.train()  # a folded BN is a bias in training too: no batch statistics
+    assert torch.allclose(folded(pixel_values=x).logits, model(pixel_values=x).logits, atol=1e-5)
+    reloaded = TinyCNN(seed=1)  # plain BatchNorm2d layers load the folded state (same keys) and compute the same
+    reloaded.load_state_dict(folded.state_dict())
+    assert torch.allclose(reloaded.eval()(pixel_values=x).logits, model(pixel_values=x).logits, atol=1e-5)
+    weight, before = folded.features[0].weight, folded.features[0].weight.detach().clone()
+    assert fold_batchnorm(folded, {"pixel_values": x}, inplace=True).features[0].weight is weight  # same Parameter
+    assert torch.equal(weight, before)  # idempotent: a folded BN is not folded again
 
     class Shared(nn.Module):  # the conv's output also feeds a second module: folding would change it
         def __init__(self) -> None:
@@ -395,7 +405,7 @@ def test_dynamic_qat_of_a_cnn_is_exact_once_batchnorm_is_folded(tmp_path: Path) 
     callback = QuantizationAwareTraining(filter_fn=".", fold_batchnorm=True, target=HOST.name)
     trainer(3, [callback]).fit(module, _image_batches())
     model = module.model
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()) and model.features[3].bias is not None
+    assert [type(model.features[i]) for i in (1, 4)] == [FoldedBatchNorm2d] * 2
     assert model.features[0].weight_config.axis is None  # dynamic scheme: per-tensor convs, as ConvInteger
     callback.setup(trainer(1, [callback]), module, "fit")  # idempotent: nothing left to fold
     folded = _dynamic_gap(model, tmp_path, "folded")
@@ -451,3 +461,34 @@ def test_dynamic_input_grid_is_ort_dynamic_quantize_linear_bit_for_bit() -> None
         assert float(s) == scale.item() and int(z) == zero.item(), trial
         values = fake_quantize_dynamic(x, 0, 255)
         assert torch.equal(values, (torch.from_numpy(q.astype(np.float32)) - zero) * scale), trial
+
+
+@pytest.mark.slow
+def test_resnet_and_folded_tiny_cnn_through_the_exporters(tmp_path: Path) -> None:
+    """``export_qdq_onnx`` / ``export_dynamic_int8`` on ``pixel_values``: gated, and on integer conv kernels."""
+    from lit_compress.export.onnx import read_export_metadata
+    from lit_compress.quant import export_dynamic_int8, export_qdq_onnx
+    from lit_compress.vision.classifier import CNNClassifier
+
+    torch.manual_seed(0)
+    resnet = CNNClassifier(arch="resnet18", width=4, num_channels=1, image_size=28, num_labels=10)
+    prepare_qat(resnet, HOST.weight_config(), STATIC, filter_fn=regex_filter("."))
+    resnet.train()
+    for bn in (m for m in resnet.modules() if isinstance(m, nn.BatchNorm2d)):
+        bn.eval()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        resnet(pixel_values=torch.randn(16, 1, 28, 28, generator=gen))
+    batches = [{"pixel_values": torch.randn(64, 1, 28, 28, generator=gen)} for _ in range(4)]
+    path = export_qdq_onnx(resnet, tmp_path / "resnet.onnx", batches[0], parity_inputs=batches)
+    gate = read_export_metadata(path)["parity"]
+    assert gate["passed"] and gate["argmax_agreement"] == 1.0, gate  # measured: 2.9 logit steps max
+    assert kernel_report(path, expect_int8=True)["int8_compute"] == {"QLinearConv": 20}  # the fc runs as Gemm
+
+    cnn = TinyCNN()
+    fold_batchnorm(cnn, {"pixel_values": _images()}, inplace=True)
+    prepare_qat(cnn, HOST.weight_config(), filter_fn=regex_filter("."),
+                conv_weight_config=HOST.weight_config(per_channel=False))  # fmt: skip
+    images = [{"pixel_values": _images(64, seed)} for seed in range(4)]
+    int8 = export_dynamic_int8(cnn, tmp_path / "fp32.onnx", tmp_path / "int8.onnx", images[0], parity_inputs=images)
+    assert kernel_report(int8, expect_int8=True)["int8_compute"] == {"ConvInteger": 3, "DynamicQuantizeMatMul": 1}
