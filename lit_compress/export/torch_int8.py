@@ -107,9 +107,9 @@ def _skeleton(src: Path) -> nn.Module:
 
 
 def _save_architecture(model: nn.Module, out: Path) -> None:
-    from lit_compress.models.io import _architecture_to_save  # the rule save_model_dir follows (unpruned ViT: none)
+    from lit_compress.models.architecture import read_architecture  # the rule save_model_dir follows
 
-    spec = _architecture_to_save(model)
+    spec = read_architecture(model)
     if spec is not None:
         from lit_compress.utils.io import write_json_atomic
 
