@@ -203,3 +203,20 @@ def test_callback_prunes_gradually_and_resumes_from_a_pruned_checkpoint(tmp_path
         fresh, DataLoader(_Images(), batch_size=4), ckpt_path=mid
     )  # evaluating a pruned checkpoint rebuilds its shapes too
     assert module_shapes(fresh.model.net)["conv1"] == [1, 6, 1]
+
+
+def test_callback_with_taylor_importance_prunes_a_distilled_student_globally() -> None:
+    from lit_compress.distill import DistillationModule
+
+    student = tiny_cnn("mobilenet_v2", seed=1).train()
+    module = DistillationModule(teacher=tiny_cnn("resnet18"), student=student, labels=["a", "b", "c"], lr=1e-3)
+    callback = ChannelPruning(lambda step: min(0.5, 0.25 * step), importance="taylor", scope="global", round_to=2)
+    trainer = pl.Trainer(max_steps=2, logger=False, enable_progress_bar=False, enable_checkpointing=False,
+                         enable_model_summary=False, accelerator="cpu", callbacks=[callback])  # fmt: skip
+    trainer.fit(module, DataLoader(_Images(), batch_size=4))
+    original, groups = sum(callback._original.values()), len(callback._counts)
+    kept = float(trainer.callback_metrics["prune/channels"])
+    assert original / 2 <= kept <= original / 2 + groups  # 50 % of all channels; each group rounded up to even
+    assert all(n % 2 == 0 for n in callback._counts.values())
+    assert _depthwise_ok(student) and module.teacher.net.conv1.out_channels == 8  # the teacher is not cut
+    assert student(pixel_values=_pixels()).logits.shape == (4, 3)
