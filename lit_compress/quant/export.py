@@ -2,16 +2,19 @@
 
 Two routes, both separate from training (``prepare`` happens in the callback, ``convert`` here):
 
-1. Dynamic activation scheme -> :func:`strip_fake_quant` gives back plain fp32 Linears; ONNX Runtime's
-   ``quantize_dynamic`` with :func:`ort_dynamic_scheme` then re-derives exactly the weight grid QAT trained on
-   (same symmetric ``S = max|w| / q_max`` per channel or per tensor, ``q_max = 127``, or 64 with the
-   ``reduce_range`` of targets whose kernel saturates, see :mod:`lit_compress.quant.targets`) and quantizes
-   inputs at run time with ``DynamicQuantizeLinear``, as the fake quantizer did. :func:`export_dynamic_int8`.
+1. Dynamic activation scheme -> :func:`strip_fake_quant` gives back plain fp32 Linears and Conv2ds; ONNX
+   Runtime's ``quantize_dynamic`` with :func:`ort_dynamic_scheme` then re-derives exactly the weight grid QAT
+   trained on (same symmetric ``S = max|w| / q_max`` per channel or per tensor, ``q_max = 127``, or 64 with
+   the ``reduce_range`` of targets whose kernel saturates, see :mod:`lit_compress.quant.targets`; convs per
+   tensor, as ``ConvInteger`` takes one weight scale, and BatchNorm folded first, see
+   :mod:`lit_compress.quant.fold`) and quantizes inputs at run time with ``DynamicQuantizeLinear``, as the
+   fake quantizer did. :func:`export_dynamic_int8`.
 2. Static activation scheme -> :func:`convert_to_qdq` swaps each fake-quantized Linear for a
-   :class:`QDQLinear` holding int8 weights and the frozen input scale; its forward is written with the
-   ``quantized_decomposed`` ops, which the dynamo ONNX exporter translates to ``QuantizeLinear`` /
-   ``DequantizeLinear`` and ONNX Runtime fuses into integer kernels (``MatMulIntegerToFloat``).
-   :func:`export_qdq_onnx` (the modules live in :mod:`lit_compress.quant.qdq`).
+   :class:`QDQLinear` (each conv for a :class:`QDQConv2d`) holding int8 weights and the frozen input (and conv
+   output) scales; its forward is written with the ``quantized_decomposed`` ops, which the dynamo ONNX exporter
+   translates to ``QuantizeLinear`` / ``DequantizeLinear`` and ONNX Runtime fuses into integer kernels
+   (``MatMulIntegerToFloat``, ``QLinearConv``). :func:`export_qdq_onnx` (the modules live in
+   :mod:`lit_compress.quant.qdq`).
 
 Both go through :func:`lit_compress.export.onnx.export_onnx` (parity gate); check the kernels ONNX Runtime
 runs with :func:`lit_compress.export.kernels.kernel_report`.
@@ -166,15 +169,18 @@ def export_dynamic_int8(
 ) -> Path:
     """Dynamic-scheme QAT model -> fp32 ONNX (parity-gated) -> ORT dynamic int8 on the trained grid.
 
-    ORT quantizes every ``MatMul`` with a constant weight, including Linears that were not fake-quantized
-    (e.g. the classifier under the default encoder-only filter); fake-quantize all Linears
-    (``filter_fn="."``) for an artifact that computes exactly what QAT trained.
+    ORT quantizes every ``MatMul`` with a constant weight (and, when the model has fake-quantized convs, every
+    ``Conv``), including layers that were not fake-quantized (e.g. the classifier under the default
+    encoder-only filter); fake-quantize all of them (``filter_fn="."``) for an artifact that computes exactly
+    what QAT trained. For CNNs with BatchNorm train with ``QuantizationAwareTraining(fold_batchnorm=True)``: the
+    exporter folds BN into the conv weights, which ORT then puts on a different per-tensor grid.
 
     Args:
         model: A model prepared with the dynamic activation scheme (not modified).
         fp32_path: Where the intermediate fp32 ONNX file goes.
         int8_path: Destination of the int8 artifact.
-        sample_inputs: Example ``input_ids`` / ``attention_mask`` for export and parity.
+        sample_inputs: Example ``input_ids`` / ``attention_mask`` (texts) or ``pixel_values`` (images) for
+            export and parity.
         quantize_embeddings: Also quantize embedding tables (4x smaller file; not simulated during QAT).
         parity_inputs: Inputs of both gates (fp32: ``max |Δlogit| <= 1e-4``; int8 against the QAT model:
             :class:`~lit_compress.export.parity.Int8Gate`); default batches derived from ``sample_inputs``.
@@ -226,7 +232,8 @@ def export_qdq_onnx(
     Args:
         model: A trained (or calibrated) static-scheme QAT model (not modified).
         path: Destination ``.onnx`` file (written atomically after the gate passed).
-        sample_inputs: Example ``input_ids`` / ``attention_mask`` for export and parity.
+        sample_inputs: Example ``input_ids`` / ``attention_mask`` (texts) or ``pixel_values`` (images) for
+            export and parity.
         quantize_embeddings: Store embedding tables as int8 too (:class:`~lit_compress.quant.qdq.QDQEmbedding`).
         parity_inputs: Inputs of the gate: tokenized real texts, at least 256 (default: derived batches).
         int8_gate: Bounds of the gate (default :class:`~lit_compress.export.parity.Int8Gate`).

@@ -92,8 +92,8 @@ def _export(model: nn.Module, path: Path, sample: Tensor | None = None) -> Path:
     import onnx
 
     program = torch.onnx.export(
-        Logits(model).eval(), (_images(4) if sample is None else sample,), None, dynamo=True, external_data=False, verbose=False,
-        input_names=["pixel_values"], output_names=["logits"],
+        Logits(model).eval(), (_images(4) if sample is None else sample,), None, dynamo=True, external_data=False,
+        verbose=False, input_names=["pixel_values"], output_names=["logits"],
         dynamic_shapes={"pixel_values": {0: torch.export.Dim("batch")}},
     )  # fmt: skip
     onnx.save(program.model_proto, str(path))
@@ -189,7 +189,8 @@ def test_default_filter_takes_convs_and_module_types_restrict_to_linears() -> No
     assert len(prepare_qat(text)) == 12
     callback = QuantizationAwareTraining(module_types=["Linear"])
     assert callback.module_types == (nn.Linear,)
-    assert QuantizationAwareTraining(module_types=["torch.nn.Conv2d", "nn.Linear"]).module_types == (nn.Conv2d, nn.Linear)
+    spelled = QuantizationAwareTraining(module_types=["torch.nn.Conv2d", "nn.Linear"])
+    assert spelled.module_types == (nn.Conv2d, nn.Linear)
     with pytest.raises(ValueError, match="cannot be fake-quantized"):
         QuantizationAwareTraining(module_types=["Conv1d"])
     with pytest.raises(ValueError, match=r"No nn\.Linear in TinyCNN matched"):
