@@ -36,7 +36,8 @@ class QDQLinear(nn.Module):
 
     ``W_q`` is stored as int8 and *transposed* (``in x out``) so the exported graph is
     ``DequantizeLinear(W_q) -> MatMul`` with no Transpose between, the pattern ONNX Runtime fuses with the
-    input's ``QuantizeLinear`` into ``MatMulIntegerToFloat``. Codes and scales are those the fake quantizer
+    input's ``QuantizeLinear`` into ``MatMulIntegerToFloat``. A 2-D input (a CNN's or ViT's head) is
+    multiplied as ``1 x B x in``: ORT turns a 2-D ``MatMul + Add`` into a float ``Gemm`` first otherwise. Codes and scales are those the fake quantizer
     used, so this module computes what the QAT model computed (up to float rounding).
     """
 
@@ -86,6 +87,9 @@ class QDQLinear(nn.Module):
         ops = quantized_decomposed_ops()
         args = (self.input_scale, self.input_zero_point, *self.input_qrange, self.input_dtype)
         x = ops.dequantize_per_tensor(ops.quantize_per_tensor(x, *args), *args)
+        if x.dim() == 2:  # as 1 x B x in: ORT would fuse a 2-D MatMul + Add into a float Gemm before its int8 pass
+            y = torch.matmul(x.unsqueeze(0), self.dequantized_weight())
+            return (y if self.bias is None else y + self.bias).squeeze(0)
         y = torch.matmul(x, self.dequantized_weight())
         return y if self.bias is None else y + self.bias
 

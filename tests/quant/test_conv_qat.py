@@ -296,7 +296,7 @@ def test_static_qdq_conv_runs_qlinearconv_and_matches_qat(tmp_path: Path, granul
     assert torch.allclose(conv.dequantized_weight(), fq.quantized_weight(), atol=1e-7)
     path = _export(qdq, tmp_path / "qdq.onnx")
     report = kernel_report(path, expect_int8=True)
-    assert report["int8_compute"].get("QLinearConv") == 3, report["ops"]
+    assert report["int8_compute"] == {"QLinearConv": 3, "MatMulIntegerToFloat": 1}, report["ops"]  # and the head
     x = _images(256, seed=7)
     with torch.no_grad():
         torch_qdq, qat = qdq(pixel_values=x).logits, model(pixel_values=x).logits
@@ -484,7 +484,7 @@ def test_resnet_and_folded_tiny_cnn_through_the_exporters(tmp_path: Path) -> Non
     path = export_qdq_onnx(resnet, tmp_path / "resnet.onnx", batches[0], parity_inputs=batches)
     gate = read_export_metadata(path)["parity"]
     assert gate["passed"] and gate["argmax_agreement"] == 1.0, gate  # measured: 2.9 logit steps max
-    assert kernel_report(path, expect_int8=True)["int8_compute"] == {"QLinearConv": 20}  # the fc runs as Gemm
+    assert kernel_report(path, expect_int8=True)["int8_compute"] == {"QLinearConv": 20, "MatMulIntegerToFloat": 1}
 
     cnn = TinyCNN()
     fold_batchnorm(cnn, {"pixel_values": _images()}, inplace=True)
