@@ -20,6 +20,7 @@ from lit_compress.quant.fake_quant import (
     regex_filter,
     set_quantization_state,
 )
+from lit_compress.quant.fold import FoldedBatchNorm2d, fold_batchnorm
 from lit_compress.quant.observers import RangeObserver
 from lit_compress.quant.qdq import QDQConv2d, QDQEmbedding, QDQLinear, convert_to_qdq
 from lit_compress.quant.targets import TARGETS, CpuFeatures, Int8Target, cpu_features, detect_target, resolve_target
@@ -32,6 +33,7 @@ __all__ = [
     "FakeQuantized",
     "FakeQuantizedConv2d",
     "FakeQuantizedLinear",
+    "FoldedBatchNorm2d",
     "QDQConv2d",
     "QDQEmbedding",
     "QDQLinear",
@@ -47,6 +49,7 @@ __all__ = [
     "export_dynamic_int8",
     "export_qdq_onnx",
     "fake_quantized_modules",
+    "fold_batchnorm",
     "ort_dynamic_scheme",
     "prepare_qat",
     "quantization_metrics",
