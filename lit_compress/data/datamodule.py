@@ -109,6 +109,14 @@ class TextClassificationDataModule(L.LightningDataModule):
         """Raw texts of a split."""
         return list(self.raw()[split]["text"])
 
+    def examples(self, split: str) -> list[str]:
+        """The examples of a split as the export and benchmark take them: its raw texts."""
+        return self.texts(split)
+
+    def num_examples(self, split: str) -> int:
+        """Number of examples in a split."""
+        return len(self.raw()[split])
+
     def labels(self, split: str) -> list[int] | None:
         """Integer labels of a split (``None`` if unlabeled)."""
         ds = self.raw()[split]

@@ -131,6 +131,8 @@ def lookup_tables(model: nn.Module) -> list[str]:
     not a lookup: ONNX Runtime quantizes only ``Gather`` over a table, so int8 exports and their simulations must
     leave such tables alone. Found with one forward pass on 8 dummy token ids (in eval mode, no gradients).
     """
+    if not any(isinstance(m, nn.Embedding) for m in model.modules()):
+        return []  # an image model: no tables at all
     called: list[nn.Module] = []
     hooks = [m.register_forward_pre_hook(lambda mod, args: called.append(mod))
              for m in model.modules() if isinstance(m, nn.Embedding)]  # fmt: skip

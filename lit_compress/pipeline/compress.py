@@ -10,7 +10,6 @@ here into the optimizer steps of the callbacks' ``init_args``, so the written ``
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -20,9 +19,9 @@ from lit_compress.models.hub import load_tokenizer
 from lit_compress.models.io import load_model_dir, save_model_dir
 from lit_compress.pipeline.config import ExportPlan, StagePlan
 from lit_compress.pipeline.context import PrunedModel, QuantizedModel, RunContext
-from lit_compress.pipeline.recipes import recipe_callbacks, with_callbacks
+from lit_compress.pipeline.recipes import import_class, recipe_callbacks, with_callbacks
 from lit_compress.pipeline.stages import fill, finish, reuse, seeded, train
-from lit_compress.pipeline.training import gate_texts, make_datamodule
+from lit_compress.pipeline.training import datamodule_tokenizer, gate_examples, make_datamodule
 
 STRUCTURED_PRUNING = "lit_compress.prune.StructuredPruning"
 QUANTIZATION_AWARE_TRAINING = "lit_compress.quant.QuantizationAwareTraining"
@@ -33,7 +32,7 @@ def stage_steps(recipe: Mapping[str, Any], tokenizer: str | Path) -> int:
     fitting, computed before the Trainer exists: epochs x batches / accumulation, capped by ``max_steps``)."""
     trainer = recipe.get("trainer") or {}
     dm = make_datamodule(recipe["data"], str(tokenizer))
-    batches = math.ceil(len(dm.raw()["train"]) / dm.batch_size)
+    batches = math.ceil(dm.num_examples("train") / dm.batch_size)
     per_epoch = math.ceil(batches / int(trainer.get("accumulate_grad_batches") or 1))
     max_steps = int(trainer.get("max_steps") if trainer.get("max_steps") is not None else -1)
     epochs = trainer.get("max_epochs")
@@ -47,8 +46,8 @@ def with_callback(recipe: Mapping[str, Any], class_path: str, update: Callable[[
     """A copy of ``recipe`` whose ``class_path`` callback (added when absent) has ``update`` applied to its
     ``init_args``; a callback given by a subclass's path counts as that callback."""
     callbacks = recipe_callbacks(recipe)
-    wanted = _import(class_path)
-    entry = next((c for c in callbacks if issubclass(_import(c["class_path"]), wanted)), None)
+    wanted = import_class(class_path)
+    entry = next((c for c in callbacks if issubclass(import_class(c["class_path"]), wanted)), None)
     if entry is None:
         entry = {"class_path": class_path}
         callbacks.append(entry)
@@ -57,9 +56,14 @@ def with_callback(recipe: Mapping[str, Any], class_path: str, update: Callable[[
     return with_callbacks(recipe, callbacks)
 
 
-def _import(path: str) -> type:
-    module, _, name = path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
+def pruning_callback(recipe: Mapping[str, Any]) -> str:
+    """The ``class_path`` of the recipe's scheduled pruning callback: the first whose class lists
+    ``SCHEDULED_RATIOS`` (``StructuredPruning``: heads and FFN channels; ``ChannelPruning``: CNN channels), else
+    ``StructuredPruning`` (added by the prune stage)."""
+    for entry in recipe_callbacks(recipe):
+        if getattr(import_class(entry["class_path"]), "SCHEDULED_RATIOS", None):
+            return str(entry["class_path"])
+    return STRUCTURED_PRUNING
 
 
 def as_recipe_entry(obj: Any) -> dict[str, Any]:
@@ -97,15 +101,19 @@ def prune_stage(ctx: RunContext, plan: StagePlan) -> PrunedModel:
         return done
     assert ctx.teacher is not None and ctx.student is not None
     out = ctx.stage_dir(stage)
-    texts = make_datamodule(plan.recipe["data"], str(ctx.student.model_dir)).texts("train")
-    teacher, student, tokenizer, vocab = trim_pair(ctx.teacher.model_dir, ctx.student.model_dir, texts,
-                                                    options.vocab_min_frequency)
-    teacher_dir = Path(save_model_dir(teacher, out / "teacher", tokenizer=tokenizer))
-    student_dir = Path(save_model_dir(student, out / "student_init", tokenizer=tokenizer))
+    dm = make_datamodule(plan.recipe["data"], str(ctx.student.model_dir))
+    if datamodule_tokenizer(dm) is None:  # images: no vocabulary to trim, distil from the teacher as it is
+        teacher_dir, student_dir, tokenizer, vocab = ctx.teacher.model_dir, ctx.student.model_dir, None, {}
+    else:
+        teacher, student, tokenizer, vocab = trim_pair(ctx.teacher.model_dir, ctx.student.model_dir,
+                                                        dm.texts("train"), options.vocab_min_frequency)
+        teacher_dir = Path(save_model_dir(teacher, out / "teacher", tokenizer=tokenizer))
+        student_dir = Path(save_model_dir(student, out / "student_init", tokenizer=tokenizer))
     steps = stage_steps(plan.recipe, teacher_dir)
+    callback = pruning_callback(plan.recipe)
 
     def ramps(args: dict[str, Any]) -> None:
-        for name in ("head_pruning_ratio", "ffn_pruning_ratio"):
+        for name in import_class(callback).SCHEDULED_RATIOS:
             ratio = args.get(name, 0.0)
             if isinstance(ratio, (int, float)):
                 ramp = PolynomialDecay.over_fraction(float(ratio), steps, options.schedule_end, updates=options.updates)
@@ -113,18 +121,23 @@ def prune_stage(ctx: RunContext, plan: StagePlan) -> PrunedModel:
                 args.setdefault("every_n_steps", ramp.frequency)
 
     recipe = seeded(fill(plan.recipe, out, tokenizer=teacher_dir, teacher=teacher_dir, student=student_dir))
-    cli, metrics = train(ctx, stage, with_callback(recipe, STRUCTURED_PRUNING, ramps))
+    cli, metrics = train(ctx, stage, with_callback(recipe, callback, ramps))
     arch = _architecture(cli.model.student)
     return finish(ctx, PrunedModel, stage, "pruned", cli.model.student, tokenizer, metrics, teacher_dir=teacher_dir,
                   architecture=arch, vocabulary=vocab)  # fmt: skip
 
 
 def _architecture(model: Any) -> dict[str, Any]:
+    """What the pruned student kept: heads and FFN channels per layer (a model with a layout), else the channel
+    counts of the layers whose shapes changed (a CNN's ``config.layer_shapes``)."""
+    from lit_compress.models.architecture import current_architecture
+    from lit_compress.models.layout import LayoutError
+
     try:
-        from lit_compress.models.architecture import current_architecture
-    except ImportError:  # before the move out of lit_compress.prune
-        from lit_compress.prune.architecture import current_architecture  # type: ignore[no-redef]
-    return current_architecture(model).to_dict()
+        return current_architecture(model).to_dict()
+    except LayoutError:
+        refresh = getattr(model, "refresh_layer_shapes", None)  # lit_compress.vision.ImageClassifier
+        return {"layer_shapes": dict((refresh() if refresh else getattr(model.config, "layer_shapes", None)) or {})}
 
 
 def qat_stage(ctx: RunContext, plan: StagePlan, scheme: str, export: ExportPlan, config: Mapping[str, Any]
@@ -136,7 +149,7 @@ def qat_stage(ctx: RunContext, plan: StagePlan, scheme: str, export: ExportPlan,
     ``QuantizationAwareTraining`` callback gets that grid, the scheme, and the steps of ``start_fraction`` /
     ``freeze_fraction``. ``dynamic``: the trained weights are saved unwrapped to fp32; the export stage
     quantizes them with ORT dynamic int8 on the same grid. ``static``: the learned scales are exported here as
-    a Q/DQ ONNX artifact (``qat_static/artifact``), gated against the QAT model on the validation texts, with
+    a Q/DQ ONNX artifact (``qat_static/artifact``), gated against the QAT model on the validation examples, with
     the same manifest as the export job's artifacts.
     """
     from lit_compress.quant import strip_fake_quant
@@ -161,20 +174,24 @@ def qat_stage(ctx: RunContext, plan: StagePlan, scheme: str, export: ExportPlan,
     recipe = seeded(fill(plan.recipe, out, tokenizer=student_dir, teacher=teacher_dir, student=student_dir))
     cli, metrics = train(ctx, stage, with_callback(recipe, QUANTIZATION_AWARE_TRAINING, quantize))
     model, dm = cli.model.student, cli.datamodule
+    tokenizer = datamodule_tokenizer(dm)
     artifact = None
     if scheme == "static":
-        texts = gate_texts(dm, export.int8_gate.min_texts)
-        artifact = write_qdq_artifact(model.eval(), dm.tokenizer, out / "artifact", export.quantize_embeddings,
-                                      str(student_dir), texts=texts, max_length=dm.max_length,
+        from lit_compress.export.inputs import inputs_for
+
+        inputs = inputs_for(model, tokenizer=tokenizer, max_length=getattr(dm, "max_length", None))
+        artifact = write_qdq_artifact(model.eval(), inputs, out / "artifact", export.quantize_embeddings,
+                                      str(student_dir), examples=gate_examples(dm, export.int8_gate.min_texts),
                                       gate=export.int8_gate, target=target, config=config)  # fmt: skip
-    return finish(ctx, QuantizedModel, stage, stage, strip_fake_quant(model), dm.tokenizer, metrics, scheme=scheme,
+    return finish(ctx, QuantizedModel, stage, stage, strip_fake_quant(model), tokenizer, metrics, scheme=scheme,
                   int8_target=target.name, artifact=artifact)  # fmt: skip
 
 
-def write_qdq_artifact(model: Any, tokenizer: Any, out: Path, quantize_embeddings: bool, source: str, *,
-                       texts: list[str] | None = None, max_length: int = 128, gate: Any = None,
-                       target: Any = None, config: Mapping[str, Any] | None = None) -> Path:  # fmt: skip
-    """Export a static-scheme QAT model as Q/DQ ONNX, gated on ``texts``, with tokenizer, config and a manifest
+def write_qdq_artifact(model: Any, inputs: Any, out: Path, quantize_embeddings: bool, source: str, *,
+                       examples: list[Any] | None = None, gate: Any = None, target: Any = None,
+                       config: Mapping[str, Any] | None = None) -> Path:  # fmt: skip
+    """Export a static-scheme QAT model as Q/DQ ONNX, gated on ``examples`` (validation texts or images), with
+    what a predictor needs to rebuild its ``inputs`` (tokenizer or image geometry), the config and a manifest
     (built by :func:`~lit_compress.export.api.artifact_manifest`, as the export job's are)."""
     from lit_compress.export.api import artifact_manifest, gate_batches, source_record
     from lit_compress.export.files import onnx_parameter_counts
@@ -185,12 +202,9 @@ def write_qdq_artifact(model: Any, tokenizer: Any, out: Path, quantize_embedding
     from lit_compress.quant import export_qdq_onnx
 
     out.mkdir(parents=True, exist_ok=True)
-    sample = dict(tokenizer(["lit compress exports this model.", "a second, longer sentence for tracing."],
-                            padding=True, return_tensors="pt"))
-    sample = {k: v for k, v in sample.items() if k in ("input_ids", "attention_mask")}
-    path = export_qdq_onnx(model, out / ONNX_FILE, sample, quantize_embeddings=quantize_embeddings,
-                           parity_inputs=gate_batches(tokenizer, texts, max_length), int8_gate=gate)
-    tokenizer.save_pretrained(out)
+    path = export_qdq_onnx(model, out / ONNX_FILE, inputs.sample(), quantize_embeddings=quantize_embeddings,
+                           parity_inputs=gate_batches(inputs, examples), int8_gate=gate)
+    inputs.save(out)
     model.config.save_pretrained(out)
     parity = read_export_metadata(path).get("parity")
     if parity is not None:
@@ -202,7 +216,7 @@ def write_qdq_artifact(model: Any, tokenizer: Any, out: Path, quantize_embedding
     manifest = artifact_manifest(
         "ort-static-int8", path, parameters=onnx_parameter_counts(path), config=dict(config or {}),
         source=source_record(source, training="quantization-aware (static scheme)"), quantization=quantization,
-        parity=parity, kernels=kernel_report(path, expect_int8=True), target=target,
+        parity=parity, kernels=kernel_report(path, expect_int8=True), target=target, inputs=inputs.describe(),
     )
     write_manifest(out, manifest)
     return path

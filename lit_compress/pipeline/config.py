@@ -118,8 +118,8 @@ class BenchmarkOptions:
                              f"{self.accuracy_budget} (1.0 allows one point below the teacher on validation).")
 
 
-#: ``export_model`` arguments the pipeline sets itself (paths, texts, the run's config, ``data.max_length``).
-EXPORT_SET_BY_PIPELINE = ("model_dir", "out_dir", "formats", "calibration_texts", "parity_texts", "max_length",
+#: ``export_model`` arguments the pipeline sets itself (paths, examples, the run's config, ``data.max_length``).
+EXPORT_SET_BY_PIPELINE = ("model_dir", "out_dir", "formats", "calibration_examples", "parity_examples", "max_length",
                           "run_config", "source_checkpoint")
 DEFAULT_EXPORT_FORMATS = ("onnx-fp32", "ort-dynamic-int8", "ort-static-int8", "torch-dynamic-int8")
 #: ``export_model``'s defaults, which the export options fall back to.

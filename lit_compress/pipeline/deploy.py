@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lit_compress.pipeline.config import BenchmarkOptions, ExportPlan
+from lit_compress.pipeline.config import EXPORT_DEFAULTS, BenchmarkOptions, ExportPlan
 from lit_compress.pipeline.context import Deployable, RunContext, Stopwatch, TrainedModel
-from lit_compress.pipeline.training import gate_texts, make_datamodule
+from lit_compress.pipeline.training import gate_examples, make_datamodule
 
 #: Artifact kinds of the compressed students (the distilled student gets ``export.formats``).
 COMPRESSED_FORMATS = {"pruned": ("onnx-fp32", "ort-dynamic-int8", "ort-static-int8"), "qat_dynamic": ("ort-dynamic-int8",)}
@@ -22,12 +22,14 @@ _KIND = {"torch-fp32": "torch fp32", "onnx-fp32": "ORT fp32", "ort-dynamic-int8"
 TEACHER, STUDENT = "teacher torch fp32", "student torch fp32"
 
 
-def label(variant: str, kind: str) -> str:
-    """The benchmark row of ``variant`` as ``kind``: ``pruned+trimmed PTQ ORT static int8``."""
+def label(variant: str, kind: str, trimmed: bool = True) -> str:
+    """The benchmark row of ``variant`` as ``kind``: ``pruned+trimmed PTQ ORT static int8`` (``pruned ...`` when
+    no vocabulary was trimmed, e.g. an image model)."""
+    prefix = _PREFIX[variant] if trimmed else _PREFIX[variant].replace("+trimmed", "")
     if variant == "qat_static" and kind == "ort-static-int8":
-        return "pruned+trimmed QAT static int8 (Q/DQ)"
+        return f"{prefix} static int8 (Q/DQ)"
     ptq = " PTQ" if variant == "pruned" and "int" in kind else ""
-    return f"{_PREFIX[variant]}{ptq} {_KIND[kind]}"
+    return f"{prefix}{ptq} {_KIND[kind]}"
 
 
 def export_stage(ctx: RunContext, data: Mapping[str, Any], plan: ExportPlan, config: dict[str, Any]) -> list[Deployable]:
@@ -49,28 +51,30 @@ def export_stage(ctx: RunContext, data: Mapping[str, Any], plan: ExportPlan, con
     if ctx.load_done(stage) is None:
         assert ctx.teacher is not None
         dm = make_datamodule(data, str(ctx.teacher.model_dir))
-        calibration = dm.texts("train")[: plan.calibration_size]
-        parity = gate_texts(dm, plan.int8_gate.min_texts)  # the validation split (topped up from train)
+        calibration = dm.examples("train")[: plan.calibration_size]
+        parity = gate_examples(dm, plan.int8_gate.min_texts)  # the validation split (topped up from train)
         with Stopwatch(ctx, stage):
             for variant, (model, formats) in jobs.items():
                 export_model(str(model.model_dir), str(out / variant), formats=list(formats),
-                             calibration_texts=calibration, parity_texts=parity, max_length=dm.max_length,
-                             run_config=config, **{"int8_gate": plan.int8_gate, **plan.options})  # fmt: skip
+                             calibration_examples=calibration, parity_examples=parity,
+                             max_length=getattr(dm, "max_length", EXPORT_DEFAULTS["max_length"]), run_config=config,
+                             **{"int8_gate": plan.int8_gate, **plan.options})  # fmt: skip
         ctx.mark_done(stage, {"seconds": ctx.timings[stage]})
-    artifacts = [a for variant in jobs for a in _exported(out / variant, variant)]
+    trimmed = bool(ctx.pruned is not None and ctx.pruned.vocabulary)
+    artifacts = [a for variant in jobs for a in _exported(out / variant, variant, trimmed)]
     static = next((q for q in ctx.quantized if q.scheme == "static" and q.artifact is not None), None)
     if static is not None:
-        artifacts.append(Deployable(label(static.variant, "ort-static-int8"), static.variant, "ort-static-int8",
-                                    Path(static.artifact).parent))  # fmt: skip
+        artifacts.append(Deployable(label(static.variant, "ort-static-int8", trimmed), static.variant,
+                                    "ort-static-int8", Path(static.artifact).parent))  # fmt: skip
     return artifacts
 
 
-def _exported(directory: Path, variant: str) -> list[Deployable]:
+def _exported(directory: Path, variant: str, trimmed: bool) -> list[Deployable]:
     """The artifacts listed in an export's index manifest (skipped kinds are not there)."""
     from lit_compress.export.manifest import MANIFEST_NAME
 
     index = json.loads((directory / MANIFEST_NAME).read_text())
-    return [Deployable(label(variant, kind), variant, kind, directory / entry["dir"])
+    return [Deployable(label(variant, kind, trimmed), variant, kind, directory / entry["dir"])
             for kind, entry in index["artifacts"].items()]  # fmt: skip
 
 
@@ -102,10 +106,10 @@ def benchmark_stage(ctx: RunContext, data: Mapping[str, Any], cfg: BenchmarkOpti
         raise ValueError("The benchmark needs labelled validation (to choose the final artifact) and test (to "
                          "report) splits; the data has no labels for one of them.")  # fmt: skip
     with Stopwatch(ctx, stage):
-        paths = run_benchmark([Variant(r.name, str(r.path)) for r in records], dm.texts("test"), test_labels,
+        paths = run_benchmark([Variant(r.name, str(r.path)) for r in records], dm.examples("test"), test_labels,
                               str(out), label_names=dm.label_names, settings=cfg.settings, baseline=TEACHER,
-                              teacher=TEACHER, selection_texts=dm.texts("validation"), selection_labels=val_labels,
-                              accuracy_budget=cfg.accuracy_budget)  # fmt: skip
+                              teacher=TEACHER, selection_examples=dm.examples("validation"),
+                              selection_labels=val_labels, accuracy_budget=cfg.accuracy_budget)  # fmt: skip
     selection = read_selection(paths["json"])
     if selection is None:  # run_benchmark always chooses when given selection texts
         raise RuntimeError(f"{paths['json']} holds no selection block.")

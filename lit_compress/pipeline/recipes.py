@@ -67,6 +67,19 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return out
 
 
+def import_class(path: str) -> type:
+    """The class a recipe's ``class_path`` names."""
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def takes_argument(entry: Mapping[str, Any], name: str) -> bool:
+    """Whether the class of a ``class_path`` entry takes the ``name`` argument (a text datamodule's ``tokenizer``)."""
+    import inspect
+
+    return name in inspect.signature(import_class(entry["class_path"])).parameters
+
+
 def recipe_callbacks(recipe: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Copies of the recipe's Trainer callback entries, as a list (a single entry becomes a one-item list)."""
     callbacks = (recipe.get("trainer") or {}).get("callbacks") or []

@@ -192,18 +192,25 @@ def check_inputs(ctx: RunContext, plan: Plan) -> None:
     """
     from lit_compress.data.sources import check_source
     from lit_compress.models.hub import EMBEDDED_MODEL, check_model
+    from lit_compress.pipeline.compress import STRUCTURED_PRUNING, pruning_callback
     from lit_compress.pipeline.training import make_datamodule
 
     recipe = plan.training["teacher"].recipe
     teacher = recipe["model"].get("init_args", {}).get("model") or EMBEDDED_MODEL
-    dm = make_datamodule(recipe["data"], teacher)
+    dm = make_datamodule(recipe["data"], str(teacher))
     if getattr(dm, "source", None) is not None:
         check_source(dm.source)
+    else:  # an image datamodule: reading its source checks it (files, folders, columns)
+        dm.raw()
     student = plan.training["distill"].recipe["model"].get("init_args", {}).get("student")
-    needs = "structured pruning" if plan.runs("prune") else None
-    if ctx.load_done("teacher") is None:
+    needs = None
+    if plan.runs("prune") and pruning_callback(plan.training["prune"].recipe) == STRUCTURED_PRUNING:
+        needs = "structured pruning"
+    # a model given as a class_path entry (built from its arguments, e.g. an image model trained from scratch) is
+    # checked when LightningCLI parses its recipe; names and directories are checked here
+    if ctx.load_done("teacher") is None and isinstance(teacher, str):
         check_model(teacher, needs_layout=needs or (None if student else "a student from teacher layers"))
-    if student and ctx.load_done("distill") is None:
+    if isinstance(student, str) and ctx.load_done("distill") is None:
         check_model(student, needs_layout=needs)
 
 

@@ -13,7 +13,14 @@ from lit_compress.models.io import save_model_dir
 from lit_compress.pipeline.config import StagePlan
 from lit_compress.pipeline.context import RunContext, Stopwatch, TrainedModel, dir_size
 from lit_compress.pipeline.recipes import deep_merge, recipe_callbacks, with_callbacks
-from lit_compress.pipeline.training import CHECKPOINTS, fit_recipe, with_checkpoints, with_stage_outputs, with_tokenizer
+from lit_compress.pipeline.training import (
+    CHECKPOINTS,
+    datamodule_tokenizer,
+    fit_recipe,
+    with_checkpoints,
+    with_stage_outputs,
+    with_tokenizer,
+)
 
 T = TypeVar("T", bound=TrainedModel)
 
@@ -30,8 +37,8 @@ def reuse(ctx: RunContext, stage: str, kind: type[T]) -> T | None:
 
 
 def fill(recipe: Mapping[str, Any], out_dir: Path, tokenizer: str | Path, **model_args: Any) -> dict[str, Any]:
-    """The stage's recipe with its inputs filled in: the datamodule's tokenizer, ``model.init_args`` from earlier
-    stages, and the Trainer's output directory."""
+    """The stage's recipe with its inputs filled in: the datamodule's tokenizer (text data), ``model.init_args``
+    from earlier stages, and the Trainer's output directory."""
     filled = {**recipe, "data": with_tokenizer(recipe["data"], str(tokenizer))}
     if model_args:
         filled = deep_merge(filled, {"model": {"init_args": {k: str(v) if isinstance(v, Path) else v
@@ -50,7 +57,7 @@ def train(ctx: RunContext, stage: str, recipe: Mapping[str, Any], *, fit: bool =
 
 def finish(ctx: RunContext, kind: type[T], stage: str, variant: str, model: Any, tokenizer: Any,
            metrics: dict[str, float], **extra: Any) -> T:  # fmt: skip
-    """Save the stage's model with its tokenizer, record the stage as done, return its typed result."""
+    """Save the stage's model (with its tokenizer, for text), record the stage as done, return its typed result."""
     model_dir = save_model_dir(model, ctx.run_dir / stage / "model", tokenizer=tokenizer)
     params = sum(p.numel() for p in model.parameters())
     metrics = {**metrics, "parameters": params, "size_mb": round(dir_size(model_dir) / MB, 2)}
@@ -69,9 +76,10 @@ def teacher_stage(ctx: RunContext, plan: StagePlan) -> TrainedModel:
         return done
     out = ctx.stage_dir(stage)
     model = plan.recipe["model"].get("init_args", {}).get("model")
-    recipe = fill(plan.recipe, out, tokenizer=model) if model else with_stage_outputs(plan.recipe, out)
+    named = isinstance(model, (str, Path))  # a name or directory (its tokenizer too), else a class_path entry
+    recipe = fill(plan.recipe, out, tokenizer=model) if named else with_stage_outputs(plan.recipe, out)
     cli, metrics = train(ctx, stage, recipe, fit=plan.options.finetune)
-    return finish(ctx, TrainedModel, stage, "teacher", cli.model.model, cli.datamodule.tokenizer, metrics)
+    return finish(ctx, TrainedModel, stage, "teacher", cli.model.model, datamodule_tokenizer(cli.datamodule), metrics)
 
 
 def distill_stage(ctx: RunContext, plan: StagePlan) -> TrainedModel:
@@ -84,9 +92,10 @@ def distill_stage(ctx: RunContext, plan: StagePlan) -> TrainedModel:
     out = ctx.stage_dir(stage)
     teacher_dir = ctx.teacher.model_dir
     student = plan.recipe["model"].get("init_args", {}).get("student")
-    recipe = seeded(fill(plan.recipe, out, tokenizer=student or teacher_dir, teacher=teacher_dir))
+    tokenizer = student if isinstance(student, (str, Path)) else teacher_dir
+    recipe = seeded(fill(plan.recipe, out, tokenizer=tokenizer, teacher=teacher_dir))
     cli, metrics = train(ctx, stage, recipe)
-    return finish(ctx, TrainedModel, stage, "student", cli.model.student, cli.datamodule.tokenizer, metrics)
+    return finish(ctx, TrainedModel, stage, "student", cli.model.student, datamodule_tokenizer(cli.datamodule), metrics)
 
 
 def seeded(recipe: Mapping[str, Any]) -> dict[str, Any]:

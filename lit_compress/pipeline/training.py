@@ -16,6 +16,7 @@ from lit_compress.pipeline.recipes import (
     instantiate,
     instantiate_datamodule,
     recipe_callbacks,
+    takes_argument,
     with_callbacks,
     write_recipe,
 )
@@ -27,7 +28,10 @@ def make_datamodule(data: Mapping[str, Any], tokenizer: str) -> Any:
 
 
 def with_tokenizer(data: Mapping[str, Any], tokenizer: str) -> dict[str, Any]:
-    """A copy of the ``data`` section whose ``init_args.tokenizer`` is ``tokenizer``."""
+    """A copy of the ``data`` section whose ``init_args.tokenizer`` is ``tokenizer`` (text datamodules; a datamodule
+    that takes no tokenizer, such as the image one, is returned as is)."""
+    if not takes_argument(data, "tokenizer"):
+        return dict(data)
     return deep_merge(data, {"init_args": {"tokenizer": str(tokenizer)}})
 
 
@@ -119,8 +123,14 @@ def test_metrics(trainer: L.Trainer, module: L.LightningModule, dm: L.LightningD
     return {"accuracy": float(out["test/acc"]), "macro_f1": float(out["test/f1"])}
 
 
-def gate_texts(dm: Any, minimum: int = 256) -> list[str]:
-    """The texts int8 artifacts are gated on: the validation split of ``dm``, topped up from the training split
-    (in order) when it holds fewer than ``minimum`` (agreement needs enough texts; never the test split)."""
-    texts = dm.texts("validation")
-    return texts + dm.texts("train")[: max(0, minimum - len(texts))]
+def gate_examples(dm: Any, minimum: int = 256) -> list[Any]:
+    """The examples (texts, or preprocessed images) int8 artifacts are gated on: the validation split of ``dm``,
+    topped up from the training split (in order) when it holds fewer than ``minimum`` (agreement needs enough
+    examples; never the test split)."""
+    examples = list(dm.examples("validation"))
+    return examples + list(dm.examples("train")[: max(0, minimum - len(examples))])
+
+
+def datamodule_tokenizer(dm: Any) -> Any:
+    """The datamodule's tokenizer, or ``None`` for data that is not tokenized (images)."""
+    return dm.tokenizer if hasattr(type(dm), "tokenizer") else None

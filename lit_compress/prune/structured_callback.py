@@ -67,6 +67,9 @@ class StructuredPruning(Callback):
     flatten parameters, so they are refused with that reason.
     """
 
+    #: The ratio arguments that take a schedule (the main job turns a number given for them into a cubic ramp).
+    SCHEDULED_RATIOS = ("head_pruning_ratio", "ffn_pruning_ratio")
+
     def __init__(
         self,
         head_pruning_ratio: Ratio = 0.0,

@@ -37,11 +37,11 @@ class StubData:
     label_names = ["a", "b"]
     max_length = 16
 
-    def texts(self, split: str) -> list[str]:
+    def examples(self, split: str) -> list[str]:
         return [f"{split} text {i}" for i in range(4 if split == "validation" else 6)]
 
     def labels(self, split: str) -> list[int]:
-        return [i % 2 for i in range(len(self.texts(split)))]
+        return [i % 2 for i in range(len(self.examples(split)))]
 
 
 @pytest.fixture
@@ -49,10 +49,11 @@ def stage(tmp_path, monkeypatch):
     """Stub data and measurements; returns (ctx, artifacts, calls), calls filled by benchmark_variants."""
     calls: dict = {}
 
-    def fake_benchmark_variants(variants, texts, labels, settings, *, label_names, selection_texts,
+    def fake_benchmark_variants(variants, examples, labels, settings, *, label_names, selection_examples,
                                 selection_labels):  # fmt: skip
-        calls.update(names=[v.name for v in variants], texts=texts, labels=labels, selection_texts=selection_texts,
-                     selection_labels=selection_labels, runs=settings.runs)  # fmt: skip
+        calls.update(names=[v.name for v in variants], examples=examples, labels=labels,
+                     selection_examples=selection_examples, selection_labels=selection_labels,
+                     runs=settings.runs)  # fmt: skip
         return [{"name": v.name, "kind": "k", "path": v.path, "val_accuracy": FIGURES[v.name][0],
                  "accuracy": FIGURES[v.name][1], "latency_p50_ms": FIGURES[v.name][2],
                  "latency_mean_ms": FIGURES[v.name][2] + 0.5, "size_bytes": FIGURES[v.name][3],
@@ -82,6 +83,9 @@ def test_row_labels_of_the_variants():
     assert deploy.label("pruned", "ort-static-int8") == "pruned+trimmed PTQ ORT static int8"
     assert deploy.label("qat_dynamic", "ort-dynamic-int8") == "pruned+trimmed QAT ORT dynamic int8"
     assert deploy.label("qat_static", "ort-static-int8") == "pruned+trimmed QAT static int8 (Q/DQ)"
+    # without vocabulary trimming (an image model) the rows say only "pruned"
+    assert deploy.label("pruned", "ort-static-int8", trimmed=False) == "pruned PTQ ORT static int8"
+    assert deploy.label("qat_static", "ort-static-int8", trimmed=False) == "pruned QAT static int8 (Q/DQ)"
 
 
 def test_final_artifact_is_fastest_within_budget_on_validation(stage, capsys):
@@ -91,7 +95,8 @@ def test_final_artifact_is_fastest_within_budget_on_validation(stage, capsys):
     line = (f"final artifact: {chosen} — fastest within 1.0 points of the teacher on validation "
             "(val acc 94.20%, p50 5.00 ms)")  # fmt: skip
     assert line in capsys.readouterr().out
-    assert calls["selection_texts"] == StubData().texts("validation") and calls["texts"] == StubData().texts("test")
+    data = StubData()
+    assert calls["selection_examples"] == data.examples("validation") and calls["examples"] == data.examples("test")
     assert calls["selection_labels"] == [0, 1, 0, 1] and calls["runs"] == 3
     assert calls["names"] == list(FIGURES), "teacher, student, then every artifact"
     record = json.loads((ctx.run_dir / "benchmark" / "stage.json").read_text())
@@ -127,12 +132,12 @@ def test_accuracy_budget_is_validated():
 
 def test_export_checks_parity_on_the_validation_texts(tmp_path, monkeypatch):
     seen = []
-    monkeypatch.setattr("lit_compress.export.api.export_model", lambda *a, **kw: seen.append(kw["parity_texts"]))
+    monkeypatch.setattr("lit_compress.export.api.export_model", lambda *a, **kw: seen.append(kw["parity_examples"]))
     monkeypatch.setattr(deploy, "make_datamodule", lambda data, tokenizer: StubData())
-    monkeypatch.setattr(deploy, "_exported", lambda directory, variant: [])
+    monkeypatch.setattr(deploy, "_exported", lambda directory, variant, trimmed: [])
     ctx = run_context(tmp_path)
     deploy.export_stage(ctx, DATA, ExportPlan(), {})
     data = StubData()  # 4 validation texts: the int8 gate's 256 are topped up from train, never from test
-    assert seen == [data.texts("validation") + data.texts("train")], "checked on every validation text"
+    assert seen == [data.examples("validation") + data.examples("train")], "checked on every validation text"
     deploy.export_stage(ctx, DATA, ExportPlan(options={"int8_gate": Int8Gate(min_texts=3)}), {})
-    assert seen[-1] == data.texts("validation")
+    assert seen[-1] == data.examples("validation")
