@@ -88,10 +88,25 @@ def check_subclassing(run_dir: Path, nb) -> None:
     assert step == 4 and expected == pytest.approx(0.5) and reached == pytest.approx(expected, abs=1e-3)
 
 
+def check_vision_cnn(run_dir: Path, nb) -> None:
+    out = run_dir / "04_vision_cnn"
+    report = json.loads((out / "benchmark" / "benchmark.json").read_text())
+    rows = {r["name"]: r for r in report["rows"]}
+    assert list(rows)[:2] == ["teacher torch fp32", "student torch fp32"]
+    assert "pruned QAT static int8 (Q/DQ)" in rows and (out / "benchmark" / "benchmark.png").stat().st_size > 10_000
+    assert rows["pruned PTQ ORT static int8"]["parameters"] < rows["student torch fp32"]["parameters"] / 2
+    static = json.loads((out / "export" / "pruned" / "ort-static-int8" / "manifest.json").read_text())
+    assert static["kernels"]["int8_compute"].get("QLinearConv", 0) >= 10 and static["kernels"]["float_conv"] == 0
+    text = stdout(nb)
+    assert re.search(r"student parameters: [0-9,]+  pruned: [0-9,]+ \(([0-9.]+)x fewer\)", text)
+    assert text.count("predicted ") == 8 and "final artifact:" in text
+
+
 CHECKS: dict[str, Callable[[Path, object], None]] = {
     "01_chapter_flow": check_chapter_flow,
     "02_pruning_tutorial": check_pruning_tutorial,
     "03_subclassing": check_subclassing,
+    "04_vision_cnn": check_vision_cnn,
 }
 
 

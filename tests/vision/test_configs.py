@@ -37,3 +37,24 @@ def test_config_starts_with_its_command_and_runs(path: Path, tmp_path: Path) -> 
         assert isinstance(pruning[0], LotteryTicket) and pruning[0].schedule(3 * 440) == pytest.approx(0.488)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     assert cli.trainer.global_step == 2
+
+
+def test_there_are_pipeline_recipes_for_a_cnn_and_a_vit() -> None:
+    assert {p.stem for p in PIPELINES} == {"fashion_mnist_cnn", "fashion_mnist_vit"}
+
+
+@pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.stem)
+def test_pipeline_recipe_starts_with_its_command_and_parses(path: Path) -> None:
+    import yaml
+
+    from lit_compress.pipeline.compress import pruning_callback
+    from lit_compress.pipeline.config import TRAINING_STAGES, build_plan
+
+    assert path.read_text().splitlines()[0] == f"# lit-compress pipeline --config configs/vision/{path.name}"
+    recipe = yaml.safe_load(path.read_text())
+    plan = build_plan(None, recipe["defaults"], {s: recipe.get(s) for s in TRAINING_STAGES}, recipe["export"], None)
+    for stage in TRAINING_STAGES:  # every stage reads the same images
+        assert plan.training[stage].recipe["data"]["class_path"] == "lit_compress.vision.ImageClassificationDataModule"
+    expected = "ChannelPruning" if "cnn" in path.stem else "StructuredPruning"
+    assert pruning_callback(plan.training["prune"].recipe) == f"lit_compress.prune.{expected}"
+    assert set(plan.export.formats) >= {"onnx-fp32", "ort-dynamic-int8", "ort-static-int8"}
