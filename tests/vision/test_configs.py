@@ -57,4 +57,4 @@ def test_pipeline_recipe_starts_with_its_command_and_parses(path: Path) -> None:
         assert plan.training[stage].recipe["data"]["class_path"] == "lit_compress.vision.ImageClassificationDataModule"
     expected = "ChannelPruning" if "cnn" in path.stem else "StructuredPruning"
     assert pruning_callback(plan.training["prune"].recipe) == f"lit_compress.prune.{expected}"
-    assert set(plan.export.formats) >= {"onnx-fp32", "ort-dynamic-int8", "ort-static-int8"}
+    assert set(plan.export.formats) >= {"onnx-fp32", "ort-static-int8"}
