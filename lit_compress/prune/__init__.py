@@ -2,8 +2,8 @@
 channels (StructuredPruning) and of CNN channels (ChannelPruning)."""
 
 from lit_compress.prune.callback import GradualPruning
+from lit_compress.prune.channel_callback import ChannelPruning
 from lit_compress.prune.channels import (
-    ChannelPruning,
     ChannelPruningReport,
     ElementRemap,
     channel_groups,
