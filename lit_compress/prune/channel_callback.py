@@ -9,8 +9,8 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor, nn
 
-from lit_compress.prune.channels import Importance, _validate, prune_channels, remap_optimizer_elements
-from lit_compress.prune.structured import Scope
+from lit_compress.prune.channels import Importance, Ratio, _validate, prune_channels, remap_optimizer_elements
+from lit_compress.prune.structured import Scope, select_units
 from lit_compress.utils.target import compression_target
 
 
