@@ -11,13 +11,13 @@ from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from lit_compress.data.embedded import EMBEDDED_DATA, TextMode
-from lit_compress.data.resumable import ResumableLoader
+from lit_compress.data.resumable import ResumableLoader, SplitLoaders
 from lit_compress.data.sources import DataSource, load_source, validate_splits
 from lit_compress.errors import UserInputError
 from lit_compress.models.hub import EMBEDDED_MODEL, load_tokenizer
 
 
-class TextClassificationDataModule(L.LightningDataModule):
+class TextClassificationDataModule(SplitLoaders, L.LightningDataModule):
     """Tokenized text classification with dynamic padding.
 
     Batches are dicts with ``input_ids``, ``attention_mask`` (``token_type_ids`` when the tokenizer makes
@@ -161,15 +161,3 @@ class TextClassificationDataModule(L.LightningDataModule):
             collate_fn=self.collate,
             persistent_workers=self.num_workers > 0,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("validation", self.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.eval_batch_size, shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", self.eval_batch_size, shuffle=False)

@@ -76,3 +76,27 @@ class ResumableLoader(DataLoader):
         load = getattr(self.sampler, "load_state_dict", None)
         if state and callable(load):
             load(state)
+
+
+class SplitLoaders:
+    """The four loaders of a classification datamodule, from its ``_loader(split, batch_size, shuffle)``: the
+    training split shuffled (a :class:`ResumableLoader`), validation and test in order at ``eval_batch_size``,
+    and prediction over the test split. Mixed into the text and the image datamodules."""
+
+    batch_size: int
+    eval_batch_size: int
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        raise NotImplementedError
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_batch_size, shuffle=False)

@@ -61,14 +61,9 @@ class ChannelPruning(Callback):
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Refuse sharding strategies; register the resize-before-load hook (idempotent; runs before restore)."""
-        from lit_compress.prune.structured_callback import _is_ddp
+        from lit_compress.prune.structured_callback import refuse_sharding
 
-        if trainer.world_size > 1 and not _is_ddp(trainer.strategy):
-            raise RuntimeError(
-                f"ChannelPruning changes parameter shapes; under {type(trainer.strategy).__name__} the parameters "
-                "are sharded or flattened (FSDP, DeepSpeed), so a cut cannot be applied to them. Use strategy='ddp', "
-                "or prune in a single-process run and train the pruned model with any strategy."
-            )
+        refuse_sharding(trainer, "ChannelPruning")
         if self._hook is None:
             self._hook = compression_target(pl_module).register_load_state_dict_pre_hook(resize_before_load)
 

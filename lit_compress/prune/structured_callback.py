@@ -104,13 +104,7 @@ class StructuredPruning(Callback):
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Check the target and register the resize-before-load hook (idempotent; runs before checkpoint restore)."""
-        if trainer.world_size > 1 and not _is_ddp(trainer.strategy):
-            raise RuntimeError(
-                f"StructuredPruning changes parameter shapes; under {type(trainer.strategy).__name__} the parameters "
-                "are sharded or flattened (FSDP, DeepSpeed), so a cut cannot be applied to them. Use strategy='ddp' "
-                "(the DDP wrapper is rebuilt after each cut), or prune in a single-process run and train the pruned "
-                "model (save_model_dir / load_model_dir) with any strategy."
-            )
+        refuse_sharding(trainer, "StructuredPruning")
         target = compression_target(pl_module)
         encoder_layers(target)
         if self._hook is None:
@@ -195,6 +189,18 @@ def _is_ddp(strategy: Any) -> bool:
     from lightning.pytorch.strategies import DDPStrategy
 
     return isinstance(strategy, DDPStrategy)
+
+
+def refuse_sharding(trainer: Trainer, callback: str) -> None:
+    """Refuse a multi-process strategy other than DDP for a callback that cuts parameters (FSDP and DeepSpeed
+    shard or flatten them, so a cut cannot be applied)."""
+    if trainer.world_size > 1 and not _is_ddp(trainer.strategy):
+        raise RuntimeError(
+            f"{callback} changes parameter shapes; under {type(trainer.strategy).__name__} the parameters are "
+            "sharded or flattened (FSDP, DeepSpeed), so a cut cannot be applied to them. Use strategy='ddp' (the DDP "
+            "wrapper is rebuilt after each cut), or prune in a single-process run and train the pruned model "
+            "(save_model_dir / load_model_dir) with any strategy."
+        )
 
 
 def _rewrap_ddp(trainer: Trainer) -> None:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from lit_compress.data.resumable import ResumableLoader
+from lit_compress.data.resumable import ResumableLoader, SplitLoaders
 from lit_compress.errors import InputNotFoundError, UserInputError
 
 FASHION_MNIST_LABELS = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
@@ -213,7 +213,7 @@ def _channel_stats(value: float | Sequence[float] | None, default: float, channe
     return values
 
 
-class ImageClassificationDataModule(L.LightningDataModule):
+class ImageClassificationDataModule(SplitLoaders, L.LightningDataModule):
     """Image classification: Fashion-MNIST (default, offline), a class-per-folder tree, or a Hugging Face dataset.
 
     Images are converted to ``channels`` (mode ``L`` or ``RGB``), resized to ``image_size`` (bilinear) and
@@ -353,15 +353,3 @@ class ImageClassificationDataModule(L.LightningDataModule):
         loader = ResumableLoader if shuffle else DataLoader  # training order survives a mid-epoch restart
         return loader(self.dataset(split), batch_size=batch_size, num_workers=self.num_workers,
                       persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("validation", self.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.eval_batch_size, shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", self.eval_batch_size, shuffle=False)
