@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import lightning.pytorch as pl
@@ -220,3 +221,28 @@ def test_callback_with_taylor_importance_prunes_a_distilled_student_globally() -
     assert all(n % 2 == 0 for n in callback._counts.values())
     assert _depthwise_ok(student) and module.teacher.net.conv1.out_channels == 8  # the teacher is not cut
     assert student(pixel_values=_pixels()).logits.shape == (4, 3)
+
+
+def tiny_cnn_like_the_run() -> nn.Module:
+    from lit_compress.vision import CNNClassifier
+
+    return CNNClassifier(arch="resnet18", width=4, num_channels=1, image_size=16, num_labels=3)
+
+
+def test_two_ddp_ranks_cut_the_same_channels_and_stay_identical(tmp_path) -> None:
+    """Under 2-process DDP (gloo) both ranks see different batches, cut the same channels twice (Taylor scores
+    from all-reduced gradients), train on through the rebuilt DDP wrapper, and end bit-identical."""
+    from tests.conftest import run_two_ranks
+
+    ranks = run_two_ranks(Path(__file__).with_name("ddp_channels_run.py"), tmp_path)
+    assert ranks[0]["world_size"] == ranks[1]["world_size"] == 2
+    assert ranks[0]["batches"] != ranks[1]["batches"]  # each rank saw different data
+    assert ranks[0]["layer_shapes"] and ranks[0]["layer_shapes"] == ranks[1]["layer_shapes"]
+    assert all(rank["wrapper_holds_cut_params"] for rank in ranks)
+    s0, s1 = ranks[0]["state"], ranks[1]["state"]
+    assert s0.keys() == s1.keys() and all(s0[k].shape == s1[k].shape for k in s0)
+    # weights agree bit for bit; BatchNorm running statistics are each rank's own (DDP does not sync them)
+    weights = [k for k in s0 if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert all(torch.equal(s0[k], s1[k]) for k in weights), [k for k in weights if not torch.equal(s0[k], s1[k])][:5]
+    unpruned = sum(p.numel() for p in tiny_cnn_like_the_run().parameters())
+    assert sum(s0[k].numel() for k in weights) < unpruned * 0.75
