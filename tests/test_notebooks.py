@@ -98,7 +98,7 @@ def check_vision_cnn(run_dir: Path, nb) -> None:
     static = json.loads((out / "export" / "pruned" / "ort-static-int8" / "manifest.json").read_text())
     assert static["kernels"]["int8_compute"].get("QLinearConv", 0) >= 10 and static["kernels"]["float_conv"] == 0
     text = stdout(nb)
-    assert re.search(r"student parameters: [0-9,]+  pruned: [0-9,]+ \(([0-9.]+)x fewer\)", text)
+    assert re.search(r"student parameters: [0-9,]+  pruned: [0-9,]+ +\(([0-9.]+)x fewer\)", text)
     assert text.count("predicted ") == 8 and "final artifact:" in text
 
 

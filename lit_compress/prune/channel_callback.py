@@ -6,15 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
 from torch import Tensor, nn
 
 from lit_compress.prune.channels import Importance, Ratio, _validate, prune_channels, remap_optimizer_elements
 from lit_compress.prune.structured import Scope, select_units
+from lit_compress.prune.structured_callback import ScheduledCut
 from lit_compress.utils.target import compression_target
 
 
-class ChannelPruning(Callback):
+class ChannelPruning(ScheduledCut):
     """Remove whole CNN channels on a schedule while training (Lightning adapter of :func:`prune_channels`).
 
     At every ``every_n_steps``-th optimizer step the ratio (constant or ``step -> fraction``, e.g. a
@@ -66,20 +67,6 @@ class ChannelPruning(Callback):
         refuse_sharding(trainer, "ChannelPruning")
         if self._hook is None:
             self._hook = compression_target(pl_module).register_load_state_dict_pre_hook(resize_before_load)
-
-    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
-
-    def on_train_batch_end(
-        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        step = trainer.global_step
-        if step == self._last_step or step % self.every_n_steps:
-            return
-        self._last_step = step
-        self.prune(trainer, pl_module, step)
 
     def prune(self, trainer: Trainer, pl_module: LightningModule, step: int) -> None:
         """Prune to the ratio at ``step`` (no-op if already there) and keep the optimizers consistent."""

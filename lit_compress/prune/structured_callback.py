@@ -37,7 +37,37 @@ Ratio = float | Callable[[int], float]
 CHECKPOINT_KEY = "lit_compress_architecture"
 
 
-class StructuredPruning(Callback):
+class ScheduledCut(Callback):
+    """Base of the callbacks that cut structure on a schedule (:class:`StructuredPruning`, ``ChannelPruning``).
+
+    Calls :meth:`prune` once at every ``every_n_steps``-th optimizer step, and removes the resize-before-load hook
+    that the subclass registers in ``setup`` (``self._hook``) when the Trainer tears down.
+    """
+
+    every_n_steps: int
+    _last_step: int = 0
+    _hook: Any = None
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        step = trainer.global_step
+        if step == self._last_step or step % self.every_n_steps:
+            return
+        self._last_step = step
+        self.prune(trainer, pl_module, step)
+
+    def prune(self, trainer: Trainer, pl_module: LightningModule, step: int) -> None:
+        """Cut to the schedule's target at ``step`` (a no-op when already there)."""
+        raise NotImplementedError
+
+
+class StructuredPruning(ScheduledCut):
     """Remove whole attention heads and FFN channels on a schedule, keeping the hidden size.
 
     At every ``every_n_steps``-th optimizer step the schedules give the *absolute* fraction of the original
@@ -110,26 +140,12 @@ class StructuredPruning(Callback):
         if self._hook is None:
             self._hook = target.register_load_state_dict_pre_hook(_resize_before_load)
 
-    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
-
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Any) -> None:
         if self.importance == "taylor":
             target = compression_target(pl_module)
             batch = structured_taylor_scores(target)
             fits = self._scores is not None and _sizes(self._scores) == _sizes(batch)
             self._scores = self._scores.add_(batch) if fits else batch  # restart if the model was cut elsewhere
-
-    def on_train_batch_end(
-        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        step = trainer.global_step
-        if step == self._last_step or step % self.every_n_steps:
-            return
-        self._last_step = step
-        self.prune(trainer, pl_module, step)
 
     def prune(self, trainer: Trainer, pl_module: LightningModule, step: int) -> None:
         """Prune to the schedules' targets at ``step`` (no-op if already there) and keep optimizers consistent."""
