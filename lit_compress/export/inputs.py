@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lit_compress.models.geometry import image_hw
+
 #: Dynamic axes of every input name the exporters know.
 INPUT_AXES: dict[str, dict[int, str]] = {
     "input_ids": {0: "batch", 1: "sequence"},
@@ -42,10 +44,15 @@ class ModelInputs(ABC):
     Attributes:
         kind: ``"text"`` or ``"image"`` (recorded in manifests).
         names: Input names, in the order of the exported graph's inputs.
+        tokenizer: The tokenizer of text inputs (``None`` for images).
+        max_length: The truncation length of text inputs (``None`` for images).
     """
 
     kind: ClassVar[str] = "abstract"
     names: tuple[str, ...] = ()
+    #: The tokenizer and truncation length of text inputs (``None`` for images).
+    tokenizer: Any = None
+    max_length: int | None = None
 
     @abstractmethod
     def encode(self, examples: Any, return_tensors: str = "pt") -> Mapping[str, Any]:
@@ -151,7 +158,7 @@ class ImageInputs(ModelInputs):
     names = ("pixel_values",)
 
     def __init__(self, num_channels: int, image_size: int | Sequence[int]) -> None:
-        size = (int(image_size), int(image_size)) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
+        size = image_hw(image_size)
         if int(num_channels) < 1 or len(size) != 2 or min(size) < 1:
             raise ValueError(f"ImageInputs needs num_channels >= 1 and image_size = H or (H, W) >= 1; got "
                              f"{num_channels}, {image_size}.")  # fmt: skip

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
 
+from lit_compress.models.geometry import zero_images
 from lit_compress.models.layout import EncoderLayout
 from lit_compress.models.surgery import UnitSlice
 
@@ -47,6 +47,4 @@ class ViTLayout(EncoderLayout):
 
     def dummy_inputs(self, model: nn.Module) -> dict[str, Any]:
         """One zero image of the config's geometry (``num_channels`` × ``image_size``²)."""
-        config, device = model.config, next(model.parameters()).device
-        size = config.image_size if isinstance(config.image_size, (list, tuple)) else (config.image_size,) * 2
-        return {"pixel_values": torch.zeros(1, int(config.num_channels), *map(int, size), device=device)}
+        return zero_images(model)

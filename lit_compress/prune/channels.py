@@ -30,6 +30,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from lit_compress.models.geometry import zero_images
 from lit_compress.prune.structured import Scope, select_units
 
 Ratio = float | Callable[[int], float]
@@ -77,20 +78,6 @@ class ChannelPruningReport:
     def removed_fraction(self) -> float:
         """Fraction of the original prunable channels removed so far: ``1 − Σ after / Σ original``."""
         return 1.0 - sum(self.after.values()) / max(1, sum(self.original.values()))
-
-
-def example_inputs_of(model: nn.Module) -> dict[str, Tensor]:
-    """``{"pixel_values": zeros(1, C, H, W)}`` from ``model.config`` (``num_channels``, ``image_size``).
-
-    Raises:
-        ValueError: The model has no such config (pass ``example_inputs``).
-    """
-    config = getattr(model, "config", None)
-    if config is None or not hasattr(config, "num_channels") or not hasattr(config, "image_size"):
-        raise ValueError(f"{type(model).__name__} has no config with num_channels/image_size; pass example_inputs.")
-    size = config.image_size if isinstance(config.image_size, (list, tuple)) else (config.image_size,) * 2
-    device = next(model.parameters()).device
-    return {"pixel_values": torch.zeros(1, int(config.num_channels), *map(int, size), device=device)}
 
 
 def _forward(model: nn.Module, inputs: Any) -> Tensor:
@@ -181,7 +168,7 @@ def prune_channels(
         RuntimeError: ``importance="taylor"`` without gradients.
     """
     _validate(ratio, importance, scope, round_to)
-    inputs = example_inputs if example_inputs is not None else example_inputs_of(model)
+    inputs = example_inputs if example_inputs is not None else zero_images(model)
     groups = channel_groups(model, inputs, ignore or ())
     current = {name: len(g[0].idxs) for name, g in groups}
     default = original if original is not None else original_channels(model) or {}

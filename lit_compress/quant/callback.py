@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from lit_compress.quant.config import ActivationQuantConfig, QuantizationSchedule, WeightQuantConfig
-from lit_compress.quant.fold import example_pixel_values, fold_batchnorm
+from lit_compress.models.geometry import zero_images
+from lit_compress.quant.fold import fold_batchnorm
 from lit_compress.quant.observers import all_reduce_ranges
 from lit_compress.models.layout import default_linear_filter
 from lit_compress.quant.fake_quant import (
@@ -113,7 +114,7 @@ class QuantizationAwareTraining(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         target = compression_target(pl_module)
         if self.fold_batchnorm and any(type(m) is nn.BatchNorm2d for m in target.modules()):
-            fold_batchnorm(target, example_pixel_values(target), inplace=True)  # once: no BN is left after it
+            fold_batchnorm(target, zero_images(target, batch=2), inplace=True)  # once: no BN is left after it
         self._default_filter = with_convs(default_linear_filter(target))
         self.quantized_modules = prepare_qat(target, self.weight, self.activation, self.filter_modules,
                                              self.module_types, self.conv_weight)  # fmt: skip

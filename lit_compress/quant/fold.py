@@ -113,21 +113,3 @@ def fold_batchnorm(model: nn.Module, example_inputs: Mapping[str, Tensor], inpla
         folded.weight.requires_grad_(False)
         out.set_submodule(bn_name, folded.train(bn.training))
     return out
-
-
-def example_pixel_values(model: nn.Module, batch: int = 2) -> dict[str, Tensor]:
-    """``{"pixel_values": zeros(batch, C, H, W)}`` from an image model's ``config.num_channels`` / ``image_size``.
-
-    Raises:
-        ValueError: The model has no such config (pass real ``example_inputs`` instead).
-    """
-    config = getattr(model, "config", None)
-    channels, size = getattr(config, "num_channels", None), getattr(config, "image_size", None)
-    if channels is None or size is None:
-        raise ValueError(
-            f"{type(model).__name__} has no config.num_channels / config.image_size to build an example image "
-            "batch from; fold BatchNorm with fold_batchnorm(model, {'pixel_values': <a batch>}) instead."
-        )
-    height, width = (size, size) if isinstance(size, int) else tuple(size)
-    weight = next(model.parameters())
-    return {"pixel_values": torch.zeros(batch, int(channels), int(height), int(width), device=weight.device)}
