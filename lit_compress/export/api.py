@@ -30,7 +30,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from lit_compress.export.files import onnx_parameter_counts, torch_parameter_counts
-from lit_compress.export.inputs import SAMPLE_TEXTS, ModelInputs, TextInputs, inputs_for
+from lit_compress.export.inputs import ModelInputs, inputs_for
 from lit_compress.export.int8 import (
     OrtQuantization,
     int4_weight_count,
@@ -135,7 +135,7 @@ def export_model(
     tables = quantize_embeddings and any(isinstance(m, nn.Embedding) for m in model.modules())
     scheme = OrtQuantization(per_channel=per_channel, quantize_embeddings=tables,
                              embedding_bits=embedding_bits, reduce_range=int8_target.reduce_range,
-                             quantize_convs=_has_convs(model) and _reference_simulates_convs())  # fmt: skip
+                             quantize_convs=_has_convs(model))  # fmt: skip
     source = source_record(model_dir, source_checkpoint)
     job = _Job(model, inputs, out, scheme, source, dict(run_config or {}), inputs.parity_batches(parity_examples),
                atol, target=int8_target, int8_gate=int8_gate or Int8Gate(),
@@ -188,7 +188,7 @@ class _Job:
     @property
     def tokenizer(self) -> Any:
         """The text model's tokenizer (``None`` for an image model)."""
-        return self.inputs.tokenizer if isinstance(self.inputs, TextInputs) else None
+        return self.inputs.tokenizer
 
     def produce(self, kind: str, fp32: Path | None, calibration_examples: Sequence[Any] | None) -> dict[str, Any]:
         directory = self.out / kind
@@ -353,29 +353,9 @@ def _has_convs(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
-def _reference_simulates_convs() -> bool:
-    """Whether :func:`~lit_compress.quant.export.dynamic_int8_reference` fake-quantizes convolutions as ORT's
-    ``ConvInteger`` (its ``convs`` option); without it ``Conv`` stays fp32 in ``ort-dynamic-int8``, so the gate
-    compares like with like."""
-    import inspect
-
-    from lit_compress.quant.export import dynamic_int8_reference
-
-    return "convs" in inspect.signature(dynamic_int8_reference).parameters
-
-
-def gate_batches(inputs: ModelInputs | Any, examples: Sequence[Any] | None, max_length: int = 128
-                 ) -> list[dict[str, Tensor]] | None:  # fmt: skip
-    """All ``examples`` in batches of :data:`GATE_BATCH_SIZE` (texts padded per batch) for the int8 gate
-    (``None`` without examples).
-
-    Args:
-        inputs: The model's :class:`~lit_compress.export.inputs.ModelInputs`, or a tokenizer (then texts are
-            truncated to ``max_length``).
-        examples: Texts or preprocessed images.
-        max_length: Truncation length when ``inputs`` is a tokenizer.
-    """
+def gate_batches(inputs: ModelInputs, examples: Sequence[Any] | None) -> list[dict[str, Tensor]] | None:
+    """All ``examples`` (texts or preprocessed images) in batches of :data:`GATE_BATCH_SIZE` (texts padded per
+    batch) for the int8 gate; ``None`` without examples."""
     if examples is None or len(examples) == 0:
         return None
-    inputs = inputs if isinstance(inputs, ModelInputs) else TextInputs(inputs, max_length)
     return inputs.batches(examples, GATE_BATCH_SIZE)

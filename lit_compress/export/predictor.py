@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from lit_compress.export.inputs import ModelInputs, TextInputs, inputs_for
+from lit_compress.export.inputs import ModelInputs, inputs_for
 from lit_compress.export.kernels import OptimizationLevel, graph_optimization_level
 from lit_compress.export.torch_int8 import WEIGHTS_FILE as TORCH_INT8_WEIGHTS
 
@@ -44,12 +44,12 @@ class Predictor:
     @property
     def tokenizer(self) -> Any:
         """The tokenizer of a text model (``None`` for an image model)."""
-        return self.inputs.tokenizer if isinstance(self.inputs, TextInputs) else None
+        return self.inputs.tokenizer
 
     @property
     def max_length(self) -> int | None:
         """Truncation length of a text model (``None`` for an image model)."""
-        return self.inputs.max_length if isinstance(self.inputs, TextInputs) else None
+        return self.inputs.max_length
 
     @staticmethod
     def from_path(
