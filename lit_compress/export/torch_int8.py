@@ -99,11 +99,10 @@ def load_torch_dynamic_int8(path: str | os.PathLike[str]) -> nn.Module:
 def _skeleton(src: Path) -> nn.Module:
     """The float model of ``src``'s config: an image classifier for an image config, else a sequence one
     (:func:`~lit_compress.models.io.auto_model_class`)."""
-    from transformers import AutoConfig
+    from lit_compress.models.io import auto_class_for_config, read_model_config
 
-    from lit_compress.models.io import auto_model_class
-
-    return auto_model_class(src).from_config(AutoConfig.from_pretrained(src))
+    config = read_model_config(src)
+    return auto_class_for_config(config).from_config(config)
 
 
 def _save_architecture(model: nn.Module, out: Path) -> None:

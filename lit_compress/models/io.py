@@ -63,13 +63,19 @@ def auto_model_class(path: str | os.PathLike[str]) -> Any:
 
     A ``"lit-image-classifier"`` directory imports :mod:`lit_compress.vision.classifier` first (that registers it).
     """
+    return auto_class_for_config(read_model_config(path))
+
+
+def read_model_config(path: str | os.PathLike[str]) -> Any:
+    """``AutoConfig.from_pretrained(path)``, after importing :mod:`lit_compress.vision.classifier` for a
+    ``"lit-image-classifier"`` directory (that registers its config and model classes)."""
     from transformers import AutoConfig
 
     config_file = Path(path) / "config.json"
     if config_file.exists() and json.loads(config_file.read_text()).get("model_type") == IMAGE_CLASSIFIER_TYPE:
         import lit_compress.vision.classifier  # noqa: F401 - registers the config and model classes
 
-    return auto_class_for_config(AutoConfig.from_pretrained(path))
+    return AutoConfig.from_pretrained(path)
 
 
 def auto_class_for_config(config: Any) -> Any:
@@ -95,11 +101,10 @@ def load_model_dir(path: str | os.PathLike[str], **kwargs: Any) -> nn.Module:
         path: Directory holding ``config.json`` and weights.
         **kwargs: Passed to ``from_pretrained`` (never ``trust_remote_code`` unless the caller asks).
     """
-    from transformers import AutoConfig
-
     src = Path(path)
     arch_path = src / ARCH_FILE
-    auto = auto_model_class(src)
+    config = read_model_config(src)
+    auto = auto_class_for_config(config)
     if not arch_path.exists():
         return auto.from_pretrained(src, **kwargs).eval()
     from safetensors.torch import load_file
@@ -108,7 +113,6 @@ def load_model_dir(path: str | os.PathLike[str], **kwargs: Any) -> nn.Module:
 
     import torch
 
-    config = AutoConfig.from_pretrained(src)
     with torch.random.fork_rng(devices=[]):  # the skeleton's random init must not move the caller's RNG stream
         model = auto.from_config(config)
     apply_architecture(model, ArchitectureSpec.from_dict(json.loads(arch_path.read_text())))
