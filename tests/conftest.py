@@ -98,3 +98,27 @@ def run_two_ranks(script: Path, out: Path, timeout: int = 180) -> list[dict]:
                             text=True, timeout=timeout)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+
+
+def fit_pruning_on_two_ranks(module, callback, data, out: Path, **record) -> None:
+    """The body of a :func:`run_two_ranks` pruning script: fit ``module`` (a LightningModule whose ``model`` is
+    pruned and whose ``batches`` lists what each step saw) with ``callback`` under 2-process CPU DDP (gloo) for
+    6 steps of 4 shuffled examples, then save this rank's world size, batches, model state, whether the DDP
+    wrapper holds the (cut) parameters, and ``record`` (name -> ``fn(model)``) as ``OUT/rank{r}.pt``."""
+    import lightning.pytorch as pl
+    import torch
+    from torch.utils.data import DataLoader
+
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=2, strategy="ddp", max_steps=6, callbacks=[callback], logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )
+    trainer.fit(module, DataLoader(data, batch_size=4, shuffle=True))
+    wrapped = {id(p) for p in trainer.strategy.model.parameters()}
+    torch.save(
+        {"world_size": trainer.world_size, "batches": module.batches,
+         "state": {k: v.detach().clone() for k, v in module.model.state_dict().items()},
+         "wrapper_holds_cut_params": wrapped == {id(p) for p in module.parameters()},
+         **{name: fn(module.model) for name, fn in record.items()}},
+        out / f"rank{trainer.global_rank}.pt",
+    )  # fmt: skip

@@ -12,10 +12,11 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from lit_compress.prune import ChannelPruning
 from lit_compress.vision import CNNClassifier
+from tests.conftest import fit_pruning_on_two_ranks
 
 
 class TinyCNN(pl.LightningModule):
@@ -43,19 +44,7 @@ def main(out: Path) -> None:
     data = TensorDataset(torch.randn(48, 1, 16, 16, generator=g), torch.randint(0, 3, (48,), generator=g))
     module = TinyCNN()
     callback = ChannelPruning(lambda step: 0.5 if step >= 4 else 0.25 if step >= 2 else 0.0, importance="taylor")
-    trainer = pl.Trainer(
-        accelerator="cpu", devices=2, strategy="ddp", max_steps=6, callbacks=[callback], logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-    )
-    trainer.fit(module, DataLoader(data, batch_size=4, shuffle=True))
-    wrapped = {id(p) for p in trainer.strategy.model.parameters()}
-    torch.save(
-        {"world_size": trainer.world_size, "batches": module.batches,
-         "state": {k: v.detach().clone() for k, v in module.model.state_dict().items()},
-         "layer_shapes": module.model.refresh_layer_shapes(),
-         "wrapper_holds_cut_params": wrapped == {id(p) for p in module.parameters()}},
-        out / f"rank{trainer.global_rank}.pt",
-    )  # fmt: skip
+    fit_pruning_on_two_ranks(module, callback, data, out, layer_shapes=lambda model: model.refresh_layer_shapes())
 
 
 if __name__ == "__main__":

@@ -12,12 +12,13 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 from transformers import BertForSequenceClassification
 
 from lit_compress.models.architecture import current_architecture
 from lit_compress.models.tiny import tiny_bert_config
 from lit_compress.prune import StructuredPruning
+from tests.conftest import fit_pruning_on_two_ranks
 
 
 class TinyClassifier(pl.LightningModule):
@@ -46,19 +47,8 @@ def main(out: Path) -> None:
     module = TinyClassifier()
     ramp = lambda step: 0.25 if step >= 2 else 0.0  # noqa: E731 - first cut at step 2, second at step 4
     callback = StructuredPruning(lambda step: 0.5 if step >= 4 else ramp(step), ramp, importance="taylor")
-    trainer = pl.Trainer(
-        accelerator="cpu", devices=2, strategy="ddp", max_steps=6, callbacks=[callback], logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-    )
-    trainer.fit(module, DataLoader(data, batch_size=4, shuffle=True))
-    wrapped = {id(p) for p in trainer.strategy.model.parameters()}
-    torch.save(
-        {"world_size": trainer.world_size, "batches": module.batches,
-         "state": {k: v.detach().clone() for k, v in module.model.state_dict().items()},
-         "architecture": current_architecture(module.model).to_dict(),
-         "wrapper_holds_cut_params": wrapped == {id(p) for p in module.parameters()}},
-        out / f"rank{trainer.global_rank}.pt",
-    )  # fmt: skip
+    fit_pruning_on_two_ranks(module, callback, data, out,
+                             architecture=lambda model: current_architecture(model).to_dict())
 
 
 if __name__ == "__main__":
