@@ -31,8 +31,24 @@ class KDLoss(nn.Module):
         return F.kl_div(log_p_student, p_teacher, reduction="batchmean") * t * t
 
 
+#: A label that means "no label" (augmented or unlabeled rows): CE skips the row, KD still uses it.
+IGNORE_INDEX = -100
+
+
+def labelled_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    """Cross-entropy averaged over the rows whose label is not :data:`IGNORE_INDEX`; ``0`` when there are none.
+
+    ``Σ_{i: y_i ≠ −100} −log softmax(z_i)[y_i] / max(1, #{i: y_i ≠ −100})`` (no NaN on an all-unlabelled batch).
+    """
+    total = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / labels.ne(IGNORE_INDEX).sum().clamp_min(1).to(total.dtype)
+
+
 class DistillationLoss(nn.Module):
     """``alpha · CE(student, labels) + (1 − alpha) · T² · KL(softmax(teacher/T) ‖ softmax(student/T))``.
+
+    CE runs over the labelled rows only (label ``-100`` = no label: :func:`labelled_cross_entropy`), KD over
+    every row of the batch, so augmented and unlabeled rows are taught by the teacher's logits alone.
 
     Args:
         alpha: Weight of the hard-label cross-entropy, in ``[0, 1]``; ``1`` is pure CE, ``0`` pure KD.
@@ -54,7 +70,7 @@ class DistillationLoss(nn.Module):
                 raise ValueError("The batch has no labels but alpha > 0; set alpha=0 to distil on unlabeled text.")
             ce = kd.new_zeros(())
         else:
-            ce = F.cross_entropy(student_logits, labels)
+            ce = labelled_cross_entropy(student_logits, labels)
         return {"loss": self.alpha * ce + (1.0 - self.alpha) * kd, "ce": ce, "kd": kd}
 
 

@@ -10,6 +10,7 @@ from lit_compress.distill.losses import (
     HiddenStateMSELoss,
     KDLoss,
     default_layer_map,
+    labelled_cross_entropy,
 )
 
 
@@ -47,6 +48,30 @@ def test_alpha_one_is_pure_ce_and_zero_is_pure_kd() -> None:
     assert DistillationLoss(0.0, 3.0)(s, t, y)["loss"].item() == pytest.approx(hand_kd(s, t, 3.0), rel=1e-5)
     mix = DistillationLoss(0.3, 3.0)(s, t, y)["loss"].item()
     assert mix == pytest.approx(0.3 * F.cross_entropy(s, y).item() + 0.7 * hand_kd(s, t, 3.0), rel=1e-5)
+
+
+def hand_ce(row: list[float], label: int) -> float:
+    return -math.log(math.exp(row[label]) / sum(math.exp(x) for x in row))
+
+
+def test_unlabelled_rows_are_skipped_by_ce_and_taught_by_kd() -> None:
+    s = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0], [-1.0, 3.0, 0.0], [0.0, 0.0, 4.0]])
+    t = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 1.0], [3.0, 0.0, 0.0]])
+    y = torch.tensor([0, -100, 1, -100])
+    ce = (hand_ce([2.0, 0.0, -1.0], 0) + hand_ce([-1.0, 3.0, 0.0], 1)) / 2  # the two labelled rows only
+    terms = DistillationLoss(0.25, 2.0)(s, t, y)
+    assert terms["ce"].item() == pytest.approx(ce, rel=1e-6)
+    assert terms["kd"].item() == pytest.approx(hand_kd(s, t, 2.0), rel=1e-5)  # all four rows
+    assert terms["loss"].item() == pytest.approx(0.25 * ce + 0.75 * hand_kd(s, t, 2.0), rel=1e-5)
+
+
+def test_a_batch_without_labelled_rows_has_zero_ce_and_finite_gradients() -> None:
+    s = torch.randn(3, 4, requires_grad=True)
+    terms = DistillationLoss(0.5)(s, torch.randn(3, 4), torch.full((3,), -100))
+    assert terms["ce"].item() == 0.0 and math.isfinite(terms["loss"].item())
+    terms["loss"].backward()
+    assert torch.isfinite(s.grad).all() and s.grad.abs().sum() > 0  # the KD term still teaches
+    assert labelled_cross_entropy(torch.zeros(2, 3), torch.tensor([2, -100])).item() == pytest.approx(math.log(3))
 
 
 def test_no_labels_requires_alpha_zero() -> None:
