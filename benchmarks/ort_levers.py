@@ -1,0 +1,243 @@
+"""Where the final artifact's time goes, and which ONNX Runtime levers shorten it on this CPU.
+
+One run, on the same validation queries (batch 1, 1 intra-op thread, pre-tokenized so only ``session.run`` is
+timed, variants interleaved in rounds so drifting load hits each alike, two repetitions):
+
+1. profile of the final artifact (and of today's dynamic int8 artifact): kernel time by op type, the slowest
+   nodes, the matrix share (``lit_compress.export.levers.MATRIX_OPS``), node count, and ``session.run``'s
+   overhead (wall p50 minus summed node time);
+2. levers, each against the unchanged artifact with the Predictor's settings: graph optimization levels, the
+   ALL-optimized graph saved offline and loaded with optimizations off, intra-op spinning, memory arena,
+   memory pattern, parallel execution; transformer fusion of the fp32 ONNX before dynamic int8;
+3. the Q/DQ artifact's kernels per optimization level (how many Q/DQ pairs become QLinear ops).
+
+A lever "wins" when its p50 is more than 5 % below the current artifact's in both repetitions.
+Accuracy: argmax agreement and max |logit difference| against the unchanged artifact on every query.
+
+Run after the main job: python benchmarks/ort_levers.py --run-dir runs/base [--queries 200 --runs 600]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lit_compress.bench.measure import interleaved_timings
+from lit_compress.export import Predictor
+from lit_compress.export.int8 import OrtQuantization
+from lit_compress.export.kernels import kernel_report
+from lit_compress.export.levers import SessionLevers, fuse_transformer, profile_session, run_overhead_us
+from lit_compress.quant.targets import cpu_features
+
+WIN = 0.95  # a lever wins when p50_lever / p50_current < WIN in every repetition
+BASE = SessionLevers()
+SESSION_VARIANTS: dict[str, SessionLevers] = {
+    "current (all, 1 thread, sequential)": BASE,
+    "level disable": replace(BASE, graph_optimization="disable"),
+    "level basic": replace(BASE, graph_optimization="basic"),
+    "level extended": replace(BASE, graph_optimization="extended"),
+    "allow_spinning=0": replace(BASE, allow_spinning=False),
+    "allow_spinning=1": replace(BASE, allow_spinning=True),
+    "cpu_mem_arena off": replace(BASE, cpu_mem_arena=False),
+    "mem_pattern off": replace(BASE, mem_pattern=False),
+    "parallel, inter_op=2": replace(BASE, execution_mode="parallel", inter_op_threads=2),
+}
+Feeds = list[dict[str, np.ndarray]]
+
+
+def artifact_dir(path: Path) -> Path:
+    return path.parent if path.suffix == ".onnx" else path
+
+
+def final_artifact(run: Path) -> Path:
+    """``final.path`` of the benchmark stage, else the QAT Q/DQ artifact."""
+    stage = run / "benchmark" / "stage.json"
+    if stage.is_file():
+        path = Path(json.loads(stage.read_text())["final"]["path"])
+        return path if path.is_absolute() or path.exists() else run.parent / path
+    return run / "qat_static" / "artifact"
+
+
+def onnx_file(path: Path) -> Path:
+    return path if path.suffix == ".onnx" else path / "model.onnx"
+
+
+def query_feeds(artifact: Path, texts: Sequence[str]) -> Feeds:
+    """One batch-1 feed per text, encoded as the Predictor encodes it (the manifest's ``max_length``)."""
+    manifest = artifact_dir(artifact) / "manifest.json"
+    max_length = json.loads(manifest.read_text()).get("inputs", {}).get("max_length") if manifest.is_file() else None
+    predictor = Predictor.from_path(artifact, max_length=max_length)
+    names = predictor.input_names  # type: ignore[attr-defined]
+    return [{n: np.asarray(predictor.inputs.encode(t, "np")[n]) for n in names} for t in texts]
+
+
+def runner(session: Any, feeds: Feeds) -> Callable[[], Any]:
+    """A zero-argument call running the next feed (cycling), as the timer wants."""
+    names = [i.name for i in session.get_inputs()]
+    prepared = [{n: f[n] for n in names} for f in feeds]
+    state = {"i": 0}
+
+    def call() -> Any:
+        feed = prepared[state["i"] % len(prepared)]
+        state["i"] += 1
+        return session.run(None, feed)
+
+    return call
+
+
+def logits(session: Any, feeds: Feeds) -> np.ndarray:
+    names = [i.name for i in session.get_inputs()]
+    return np.concatenate([session.run(None, {n: f[n] for n in names})[0] for f in feeds])
+
+
+def compare(variants: Mapping[str, tuple[Path, SessionLevers]], feeds: Feeds, runs: int, repeats: int) -> list[dict]:
+    """Time every variant (interleaved) ``repeats`` times; ratios and agreement against the first one."""
+    sessions = {name: levers.session(path) for name, (path, levers) in variants.items()}
+    reference = None
+    rows = []
+    reps = [interleaved_timings([runner(s, feeds) for s in sessions.values()], runs=runs, warmup=50, rounds=10)
+            for _ in range(repeats)]  # fmt: skip
+    for k, (name, session) in enumerate(sessions.items()):
+        out = logits(session, feeds)
+        reference = out if reference is None else reference
+        p50 = [float(np.percentile(rep[k], 50) * 1e3) for rep in reps]
+        p90 = [float(np.percentile(rep[k], 90) * 1e3) for rep in reps]
+        rows.append({"variant": name, "p50_ms": p50, "p90_ms": p90,
+                     "agree": float(np.mean(out.argmax(-1) == reference.argmax(-1))),
+                     "max_abs_logit_diff": float(np.abs(out - reference).max())})  # fmt: skip
+    for row in rows:
+        row["ratio"] = [p / b for p, b in zip(row["p50_ms"], rows[0]["p50_ms"])]
+        row["wins"] = all(r < WIN for r in row["ratio"])
+    return rows
+
+
+def print_table(title: str, rows: Sequence[dict]) -> None:
+    print(f"\n## {title}\n")
+    print("| variant | p50 ms (rep 1 / 2) | p90 ms | p50 ratio vs current | argmax agree | max abs dlogit | wins |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        p50 = " / ".join(f"{p:.3f}" for p in r["p50_ms"])
+        ratio = " / ".join(f"{x:.3f}" for x in r["ratio"])
+        print(f"| {r['variant']} | {p50} | {max(r['p90_ms']):.3f} | {ratio} | {r['agree']:.3f} | "
+              f"{r['max_abs_logit_diff']:.2e} | {'yes' if r['wins'] else 'no'} |")
+
+
+def print_profile(title: str, path: Path, feeds: Feeds, wall_p50_ms: float) -> dict[str, Any]:
+    summary = profile_session(path, feeds)
+    print(f"\n## profile: {title} ({summary.runs} profiled runs)\n")
+    print(f"nodes run: {summary.node_count}; matrix share of node time {100 * summary.matrix_share:.1f} %; "
+          f"profiled: model_run {summary.run_us:.0f} us, nodes {summary.node_us:.0f} us "
+          f"({100 * summary.node_us / summary.run_us:.0f} %); unprofiled wall p50 {1e3 * wall_p50_ms:.1f} us "
+          f"(profiling slows it {summary.run_us / (1e3 * wall_p50_ms):.1f}x), of which outside nodes ~"
+          f"{run_overhead_us(wall_p50_ms, summary):.1f} us")
+    print("\n| op type | us/run | share |\n|---|---|---|")
+    total = sum(summary.by_op.values())
+    for op, us in list(summary.by_op.items())[:14]:
+        print(f"| {op} | {us:.1f} | {100 * us / total:.1f} % |")
+    print("\nslowest nodes: " + ", ".join(f"{n.name} ({n.op_type}) {n.us_per_run:.1f}" for n in summary.nodes[:6]))
+    return {**summary.to_dict(), "wall_p50_ms": wall_p50_ms}
+
+
+def qdq_kernels(path: Path) -> list[dict[str, Any]]:
+    """Kernel report of the Q/DQ artifact at every optimization level."""
+    rows = []
+    print("\n## Q/DQ artifact kernels per level\n\n| level | nodes | int8 compute | QuantizeLinear | DequantizeLinear |"
+          " float MatMul/Gemm |\n|---|---|---|---|---|---|")  # fmt: skip
+    for level in ("disable", "basic", "extended", "all"):
+        rep = kernel_report(path, expect_int8=False, level=level)  # type: ignore[arg-type]
+        ops = rep["ops"]
+        print(f"| {level} | {sum(ops.values())} | {rep['int8_compute']} | {ops.get('QuantizeLinear', 0)} | "
+              f"{ops.get('DequantizeLinear', 0)} | {rep['float_matmul']} |")
+        rows.append({"level": level, **rep})
+    return rows
+
+
+def fused_dynamic_int8(src: Path, dst: Path, scheme: OrtQuantization) -> Path:
+    """``quantize_ort_dynamic`` for a fused graph: ONNX shape inference cannot type the outputs of ORT's contrib
+    ops (SkipLayerNormalization, BiasGelu), so the quantizer is told they are float (``DefaultTensorType``)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from lit_compress.export.int8 import _clean_copy, _quantize_4bit, _quiet_ort_quantizer
+
+    with _quiet_ort_quantizer(), _clean_copy(src) as clean:
+        quantize_dynamic(str(clean), str(dst), weight_type=QuantType.QInt8, per_channel=scheme.per_channel,
+                         reduce_range=scheme.reduce_range, op_types_to_quantize=scheme.op_types,
+                         extra_options={"MatMulConstBOnly": scheme.matmul_const_b_only,
+                                        "DefaultTensorType": onnx.TensorProto.FLOAT})  # fmt: skip
+        if scheme.int4_embeddings:
+            _quantize_4bit(dst, dst, ("Gather",), scheme.block_size)
+    return dst
+
+
+def dynamic_variants(run: Path, work: Path) -> dict[str, tuple[Path, SessionLevers]]:
+    """Today's dynamic int8 artifact and the same scheme applied after transformer fusion of its fp32 ONNX."""
+    current, fp32 = run / "export/pruned/ort-dynamic-int8", run / "export/pruned/onnx-fp32/model.onnx"
+    if not (current / "model.onnx").is_file() or not fp32.is_file():
+        return {}
+    manifest = json.loads((current / "manifest.json").read_text())["quantization"]
+    fields = OrtQuantization.__dataclass_fields__
+    scheme = OrtQuantization(**{k: v for k, v in manifest.items() if k in fields})
+    fused_fp32 = work / "fused-fp32.onnx"
+    stats = fuse_transformer(fp32, fused_fp32)
+    print(f"\ntransformer fusion of {fp32}: {stats}")
+    fused = fused_dynamic_int8(fused_fp32, work / "fused-dynamic-int8.onnx", scheme)
+    print(f"fused dynamic int8 kernels: {kernel_report(fused, expect_int8=True)['int8_compute']}")
+    return {"current pruned PTQ dynamic int8": (current / "model.onnx", BASE),
+            "fusion + dynamic int8": (fused, BASE)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run-dir", default="runs/base")
+    parser.add_argument("--artifact", default=None, help="artifact to study (default: the run's final artifact)")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=600, help="timed calls per variant and repetition")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", default=None, help="JSON with every figure (default RUN_DIR/levers.json)")
+    args = parser.parse_args()
+    run = Path(args.run_dir)
+    final = Path(args.artifact) if args.artifact else final_artifact(run)
+    if not onnx_file(final).is_file():
+        raise SystemExit(f"no ONNX artifact at {final}; run the main job (make main) or pass --artifact.")
+    from lit_compress.data import TextClassificationDataModule
+
+    texts = TextClassificationDataModule(dataset="embedded:bbc_news", text_mode="title_lead").texts("validation")
+    feeds = query_feeds(final, texts[: args.queries])
+    flags = " ".join(cpu_features().flags)
+    print(f"# ORT levers on {final}\n\nCPU int8 flags: {flags}; {len(feeds)} validation queries, batch 1, "
+          f"{args.runs} timed calls x {args.repeats} repetitions per variant")
+    record: dict[str, Any] = {"artifact": str(final), "cpu_flags": flags, "queries": len(feeds)}
+    model = onnx_file(final)
+    with tempfile.TemporaryDirectory(prefix="lc-levers-") as tmp:
+        work = Path(tmp)
+        offline = work / "offline-all.onnx"
+        BASE.session(model, optimized_path=str(offline))
+        variants = {k: (model, v) for k, v in SESSION_VARIANTS.items()}
+        variants["offline ALL graph, loaded at disable"] = (offline, replace(BASE, graph_optimization="disable"))
+        record["session"] = rows = compare(variants, feeds, args.runs, args.repeats)
+        print_table(f"session levers on the final artifact ({final})", rows)
+        record["profile_final"] = print_profile("final artifact", model, feeds, min(rows[0]["p50_ms"]))
+        record["qdq_kernels"] = qdq_kernels(model)
+        dynamic = dynamic_variants(run, work)
+        if dynamic:
+            record["fusion"] = rows = compare(dynamic, feeds, args.runs, args.repeats)
+            print_table("transformer fusion before dynamic int8", rows)
+            current = next(iter(dynamic.values()))[0]
+            record["profile_dynamic"] = print_profile("current dynamic int8", current, feeds, min(rows[0]["p50_ms"]))
+            fused = list(dynamic.values())[1][0]
+            record["profile_fused"] = print_profile("fusion + dynamic int8", fused, feeds, min(rows[1]["p50_ms"]))
+    out = Path(args.out) if args.out else run / "levers.json"
+    out.write_text(json.dumps(record, indent=1, default=str))
+    print(f"\nevery figure: {out}")
+
+
+if __name__ == "__main__":
+    main()
