@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Any
 
@@ -96,7 +97,10 @@ class TextClassificationDataModule(SplitLoaders, L.LightningDataModule):
             raise UserInputError(f"unlabeled: paragraphs works only with dataset {EMBEDDED_DATA}; pass a text file.")
         if unlabeled_limit is not None and unlabeled_limit < 1:
             raise UserInputError(f"unlabeled_limit must be >= 1, got {unlabeled_limit}; drop it to keep every text.")
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["augment"])
+        self.augment = Augmentation(**augment) if isinstance(augment, dict) else augment
+        # checkpoints hold plain containers only: a resume loads them with weights_only=True
+        self.hparams["augment"] = None if self.augment is None else dataclasses.asdict(self.augment)
         self.source = DataSource(
             name=dataset,
             config_name=dataset_config,
@@ -112,7 +116,6 @@ class TextClassificationDataModule(SplitLoaders, L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
-        self.augment = Augmentation(**augment) if isinstance(augment, dict) else augment
         self.unlabeled, self.unlabeled_limit = unlabeled, unlabeled_limit
         self._raw: DatasetDict | None = None
         self._splits: DatasetDict | None = None

@@ -218,6 +218,7 @@ def test_paragraphs_are_those_of_the_training_articles_only() -> None:
 def test_a_yaml_recipe_with_augment_parses_and_distils_two_steps(csv_files, tiny_model_dir, tmp_path) -> None:
     import math
 
+    import torch
     import yaml
 
     from lit_compress.pipeline.recipes import instantiate, parse_recipe
@@ -244,6 +245,9 @@ trainer: {{accelerator: cpu, max_steps: 2, logger: false, enable_checkpointing: 
     assert cli.datamodule.augment.copies == 2 and cli.datamodule.num_examples("train") == 180
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     assert cli.trainer.global_step == 2 and math.isfinite(float(cli.trainer.callback_metrics["train/loss"]))
+    cli.trainer.save_checkpoint(tmp_path / "last.ckpt")
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)  # how a resumed fit reads it
+    assert saved["datamodule_hyper_parameters"]["augment"]["methods"] == ("replace", "mask")
     with pytest.raises(ValueError, match="distill.data.init_args.augment"):
         parse_recipe(recipe | {"data": recipe["data"] | {"init_args": recipe["data"]["init_args"]
                                                           | {"augment": {"methods": ["swap"]}}}}, "distill")
