@@ -188,8 +188,9 @@ def _args(cls: type, out: Path, s: BookSettings, epochs: int, batch_size: int, *
 def finetune_teacher(model_path: str, labels: Sequence[str], data: dict[str, Any], tokenizer: Any, out: Path,
                      s: BookSettings) -> nn.Module:  # fmt: skip
     """Fine-tune ``model_path`` on ``data["train"]`` with the plain ``Trainer`` (the book's ch. 2)."""
-    from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments
+    from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments, set_seed
 
+    set_seed(s.seed)  # the new head's initialisation (Trainer seeds only its own loop)
     id2label = dict(enumerate(labels))
     model = AutoModelForSequenceClassification.from_pretrained(
         model_path, id2label=id2label, label2id={v: k for k, v in id2label.items()})

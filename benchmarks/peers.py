@@ -31,9 +31,7 @@ from lit_compress.errors import UserInputError
 
 #: The goal of lit_compress's final against a peer's final: accuracy (points) >=, latency ratio <=, size ratio <=.
 GOAL = {"accuracy_pts": 0.0, "latency_ratio": 0.4, "size_ratio": 0.1}
-#: Why ``pip install --dry-run -c requirements.lock optimum-onnx`` fails (checked 2026-12-01, every release).
-OPTIMUM_ONNX_CONFLICT = ("optimum-onnx 0.0.1..0.1.0 require transformers<4.58 (0.1.0: >=4.36,<4.58); "
-                         "requirements.lock pins transformers==5.24.0")  # fmt: skip
+LOCK = Path(__file__).resolve().parents[1] / "requirements.lock"
 LIT_TEACHER, BOOK_TEACHER = "lit_compress teacher torch fp32", "book teacher torch fp32"
 BOOK_STUDENT, BOOK_ONNX, BOOK_FINAL = "book student torch fp32", "book student ORT fp32", "book final: ORT dynamic int8"
 OPTIMUM_FINAL = "optimum ORTQuantizer dynamic int8"
@@ -85,18 +83,26 @@ def lit_final(run_dir: Path) -> tuple[str, str]:
     return f"lit_compress final: {final['name']}", str(path)
 
 
+def optimum_onnx_conflict(lock: Path = LOCK) -> str:
+    """Why ``pip install --dry-run -c requirements.lock optimum-onnx`` fails (checked 2026-12-01: every release,
+    0.0.1 to 0.1.0, caps transformers below 4.58), with the lock's transformers pin."""
+    pins = [line.strip() for line in lock.read_text().splitlines() if line.startswith("transformers==")]
+    return (f"optimum-onnx 0.0.1..0.1.0 require transformers<4.58 (0.1.0: >=4.36,<4.58); requirements.lock pins "
+            f"{pins[0] if pins else 'transformers (unpinned)'}")
+
+
 def optimum_missing() -> str | None:
     """``None`` when optimum's ``ORTQuantizer`` imports, else one line why the optimum row is absent."""
     import importlib.util
 
     if importlib.util.find_spec("optimum") is None:
-        return (f"optimum row absent: {OPTIMUM_ONNX_CONFLICT}; optimum[onnxruntime] resolves to optimum 1.17.1, "
+        return (f"optimum row absent: {optimum_onnx_conflict()}; optimum[onnxruntime] resolves to optimum 1.17.1, "
                 "whose import fails next to transformers 5 (ImportError: cannot import name 'is_tf_available' from "
                 "'transformers.utils'); neither is installed")  # fmt: skip
     try:
         from optimum.onnxruntime import ORTQuantizer  # noqa: F401
     except ImportError as err:
-        return f"optimum row absent: {OPTIMUM_ONNX_CONFLICT}; the installed optimum fails to import ({err})"
+        return f"optimum row absent: {optimum_onnx_conflict()}; the installed optimum fails to import ({err})"
     return None
 
 

@@ -154,3 +154,15 @@ def test_book_onnx_export_matches_torch_on_a_padded_batch(tmp_path: Path, tiny_m
         expected = model(**tok(texts, padding=True, return_tensors="pt")).logits.numpy()
     predictor = Predictor.from_path(book_recipe.export_onnx(model, tok, tmp_path / "onnx"))
     assert np.abs(predictor.logits(texts) - expected).max() < 1e-4
+
+
+def test_optimum_row_is_absent_with_the_conflict_named() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("optimum") is not None:
+        pytest.skip("optimum is installed here")
+    line = peers.optimum_missing()
+    assert line is not None and "\n" not in line
+    import importlib.metadata
+
+    assert "transformers<4.58" in line and f"transformers=={importlib.metadata.version('transformers')}" in line
