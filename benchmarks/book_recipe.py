@@ -272,6 +272,11 @@ def _save(model: nn.Module, tokenizer: Any, directory: Path) -> None:
     tokenizer.save_pretrained(directory)
 
 
+def _stamp(directory: Path) -> dict[str, list[int]]:
+    """``[size, mtime_ns]`` of each file in ``directory``: a reused teacher that changed invalidates the cache."""
+    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(directory.iterdir()) if p.is_file()}
+
+
 def run_book_recipe(splits: dict[str, tuple[list[str], list[int]]], label_names: Sequence[str], out: Path,
                     s: BookSettings, *, base_model: str, teacher_dir: str | None = None) -> dict[str, Any]:  # fmt: skip
     """The whole recipe into ``out`` (``teacher/``, ``student/``, ``onnx-fp32/``, ``ort-dynamic-int8/``).
@@ -303,7 +308,7 @@ def run_book_recipe(splits: dict[str, tuple[list[str], list[int]]], label_names:
     paths = {"teacher": Path(teacher_dir) if teacher_dir else out / "teacher", "student": out / "student",
              "onnx-fp32": out / "onnx-fp32", "ort-dynamic-int8": out / "ort-dynamic-int8"}  # fmt: skip
     stages: dict[str, Any] = {}
-    teacher_key: Any = {"reused": str(teacher_dir)}
+    teacher_key: Any = {"reused": str(teacher_dir), "files": _stamp(Path(teacher_dir))} if teacher_dir else {}
     if teacher_dir is None:
         teacher_key = {"base_model": base_model, "epochs": s.teacher_epochs, "batch_size": s.teacher_batch_size,
                        **common}  # fmt: skip

@@ -166,3 +166,19 @@ def test_optimum_row_is_absent_with_the_conflict_named() -> None:
     import importlib.metadata
 
     assert "transformers<4.58" in line and f"transformers=={importlib.metadata.version('transformers')}" in line
+
+
+def test_a_changed_reused_teacher_retrains_the_student(tmp_path: Path, tiny_model_dir: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    calls: list[str] = []
+    monkeypatch.setattr(book_recipe, "distil_student", lambda teacher, *a: calls.append("distil") or teacher)
+    splits = {"train": (["goal match"], [1]), "validation": (["bank tax"], [0])}
+    kwargs = {"base_model": str(tiny_model_dir), "teacher_dir": str(tiny_model_dir)}
+    settings = book_recipe.BookSettings()
+    first = book_recipe.run_book_recipe(splits, ["money", "sport", "tech"], tmp_path, settings, **kwargs)
+    again = book_recipe.run_book_recipe(splits, ["money", "sport", "tech"], tmp_path, settings, **kwargs)
+    (tiny_model_dir / "config.json").write_text((tiny_model_dir / "config.json").read_text() + "\n")
+    changed = book_recipe.run_book_recipe(splits, ["money", "sport", "tech"], tmp_path, settings, **kwargs)
+    assert calls == ["distil", "distil"] and "teacher" not in first["stages"]
+    assert again["stages"]["student"]["reused"] and not changed["stages"]["student"]["reused"]
+    assert Path(first["paths"]["ort-dynamic-int8"], "model.onnx").is_file()
