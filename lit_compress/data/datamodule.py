@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -95,6 +96,8 @@ class TextClassificationDataModule(SplitLoaders, L.LightningDataModule):
             raise UserInputError(f"batch_size must be >= 1, got {batch_size}.")
         if unlabeled == "paragraphs" and dataset != EMBEDDED_DATA:
             raise UserInputError(f"unlabeled: paragraphs works only with dataset {EMBEDDED_DATA}; pass a text file.")
+        if unlabeled not in (None, "paragraphs") and not Path(unlabeled).is_file():
+            raise UserInputError(f"unlabeled file {unlabeled} not found; pass a .txt/.csv/.json/.parquet file.")
         if unlabeled_limit is not None and unlabeled_limit < 1:
             raise UserInputError(f"unlabeled_limit must be >= 1, got {unlabeled_limit}; drop it to keep every text.")
         self.save_hyperparameters(ignore=["augment"])

@@ -195,6 +195,8 @@ def test_unlabeled_file_rows_are_appended_to_train(csv_files, tiny_model_dir, tm
     limited = TextClassificationDataModule(dataset="local", data_files=csv_files, tokenizer=str(tiny_model_dir),
                                            unlabeled=str(path), unlabeled_limit=2)
     assert limited.num_examples("train") == 62 and set(limited.texts("train")[60:]) < set(dm.texts("train")[-3:])
+    with pytest.raises(ValueError, match="unlabeled file .*nope.txt not found"):  # at construction, before any work
+        TextClassificationDataModule(dataset="local", data_files=csv_files, unlabeled=str(tmp_path / "nope.txt"))
 
 
 def test_paragraphs_are_those_of_the_training_articles_only() -> None:
