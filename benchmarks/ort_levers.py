@@ -11,7 +11,8 @@ timed, variants interleaved in rounds so drifting load hits each alike, two repe
    memory pattern, parallel execution; transformer fusion of the fp32 ONNX before dynamic int8;
 3. the Q/DQ artifact's kernels per optimization level (how many Q/DQ pairs become QLinear ops).
 
-A lever "wins" when its p50 is more than 5 % below the current artifact's in both repetitions.
+A lever "wins" when its p50 is more than 5 % below the current artifact's in both repetitions (the order of the
+variants is reversed in the second; a second session of the unchanged artifact is the noise control).
 Accuracy: argmax agreement and max |logit difference| against the unchanged artifact on every query.
 
 Run after the main job: python benchmarks/ort_levers.py --run-dir runs/base [--queries 200 --runs 600]
@@ -31,7 +32,7 @@ import numpy as np
 
 from lit_compress.bench.measure import interleaved_timings
 from lit_compress.export import Predictor
-from lit_compress.export.int8 import OrtQuantization
+from lit_compress.export.int8 import OrtQuantization, quantize_ort_dynamic
 from lit_compress.export.kernels import kernel_report
 from lit_compress.export.levers import SessionLevers, fuse_transformer, profile_session, run_overhead_us
 from lit_compress.quant.targets import cpu_features
@@ -39,7 +40,7 @@ from lit_compress.quant.targets import cpu_features
 WIN = 0.95  # a lever wins when p50_lever / p50_current < WIN in every repetition
 BASE = SessionLevers()
 SESSION_VARIANTS: dict[str, SessionLevers] = {
-    "current (all, 1 thread, sequential)": BASE,
+    "current: ORT defaults (all, 1 thread, sequential)": BASE,
     "level disable": replace(BASE, graph_optimization="disable"),
     "level basic": replace(BASE, graph_optimization="basic"),
     "level extended": replace(BASE, graph_optimization="extended"),
@@ -48,6 +49,8 @@ SESSION_VARIANTS: dict[str, SessionLevers] = {
     "cpu_mem_arena off": replace(BASE, cpu_mem_arena=False),
     "mem_pattern off": replace(BASE, mem_pattern=False),
     "parallel, inter_op=2": replace(BASE, execution_mode="parallel", inter_op_threads=2),
+    "SkipLayerNormFusion off": replace(BASE, disabled_optimizers=("SkipLayerNormFusion",)),
+    "control: current, second session": BASE,
 }
 Feeds = list[dict[str, np.ndarray]]
 
@@ -97,21 +100,32 @@ def logits(session: Any, feeds: Feeds) -> np.ndarray:
     return np.concatenate([session.run(None, {n: f[n] for n in names})[0] for f in feeds])
 
 
-def compare(variants: Mapping[str, tuple[Path, SessionLevers]], feeds: Feeds, runs: int, repeats: int) -> list[dict]:
-    """Time every variant (interleaved) ``repeats`` times; ratios and agreement against the first one."""
+def compare(variants: Mapping[str, tuple[Path, SessionLevers]], feeds: Feeds, runs: int, repeats: int,
+            fp32: Path | None = None) -> list[dict]:
+    """Time every variant (interleaved) ``repeats`` times, the order reversed every other repetition so a
+    variant's slot in the rounds cannot favour it; ratios and agreement against the first variant (and against
+    the fp32 model ``fp32`` when given)."""
     sessions = {name: levers.session(path) for name, (path, levers) in variants.items()}
+    calls = [runner(s, feeds) for s in sessions.values()]
+    reps = []
+    for r in range(repeats):
+        order = list(range(len(calls)))[:: -1 if r % 2 else 1]
+        timed = interleaved_timings([calls[i] for i in order], runs=runs, warmup=50, rounds=10)
+        reps.append({i: t for i, t in zip(order, timed)})
     reference = None
+    float_logits = logits(BASE.session(fp32), feeds) if fp32 is not None else None
     rows = []
-    reps = [interleaved_timings([runner(s, feeds) for s in sessions.values()], runs=runs, warmup=50, rounds=10)
-            for _ in range(repeats)]  # fmt: skip
     for k, (name, session) in enumerate(sessions.items()):
         out = logits(session, feeds)
         reference = out if reference is None else reference
+        versus_fp32 = {} if float_logits is None else {
+            "agree_fp32": float(np.mean(out.argmax(-1) == float_logits.argmax(-1))),
+            "max_abs_logit_diff_fp32": float(np.abs(out - float_logits).max())}  # fmt: skip
         p50 = [float(np.percentile(rep[k], 50) * 1e3) for rep in reps]
         p90 = [float(np.percentile(rep[k], 90) * 1e3) for rep in reps]
         rows.append({"variant": name, "p50_ms": p50, "p90_ms": p90,
                      "agree": float(np.mean(out.argmax(-1) == reference.argmax(-1))),
-                     "max_abs_logit_diff": float(np.abs(out - reference).max())})  # fmt: skip
+                     "max_abs_logit_diff": float(np.abs(out - reference).max()), **versus_fp32})  # fmt: skip
     for row in rows:
         row["ratio"] = [p / b for p, b in zip(row["p50_ms"], rows[0]["p50_ms"])]
         row["wins"] = all(r < WIN for r in row["ratio"])
@@ -119,18 +133,22 @@ def compare(variants: Mapping[str, tuple[Path, SessionLevers]], feeds: Feeds, ru
 
 
 def print_table(title: str, rows: Sequence[dict]) -> None:
+    fp32 = "agree_fp32" in rows[0]
     print(f"\n## {title}\n")
-    print("| variant | p50 ms (rep 1 / 2) | p90 ms | p50 ratio vs current | argmax agree | max abs dlogit | wins |")
-    print("|---|---|---|---|---|---|---|")
+    print("| variant | p50 ms (rep 1 / 2) | p90 ms | p50 ratio vs current | argmax agree | max abs dlogit | "
+          + ("argmax agree / max abs dlogit vs fp32 | " if fp32 else "") + "wins |")
+    print("|---|---|---|---|---|---|" + ("---|" if fp32 else "") + "---|")
     for r in rows:
         p50 = " / ".join(f"{p:.3f}" for p in r["p50_ms"])
         ratio = " / ".join(f"{x:.3f}" for x in r["ratio"])
+        extra = f"{r['agree_fp32']:.3f} / {r['max_abs_logit_diff_fp32']:.2e} | " if fp32 else ""
         print(f"| {r['variant']} | {p50} | {max(r['p90_ms']):.3f} | {ratio} | {r['agree']:.3f} | "
-              f"{r['max_abs_logit_diff']:.2e} | {'yes' if r['wins'] else 'no'} |")
+              f"{r['max_abs_logit_diff']:.2e} | {extra}{'yes' if r['wins'] else 'no'} |")
 
 
-def print_profile(title: str, path: Path, feeds: Feeds, wall_p50_ms: float) -> dict[str, Any]:
-    summary = profile_session(path, feeds)
+def print_profile(title: str, path: Path, feeds: Feeds, wall_p50_ms: float, levers: SessionLevers = BASE
+                  ) -> dict[str, Any]:
+    summary = profile_session(path, feeds, levers)
     print(f"\n## profile: {title} ({summary.runs} profiled runs)\n")
     print(f"nodes run: {summary.node_count}; matrix share of node time {100 * summary.matrix_share:.1f} %; "
           f"profiled: model_run {summary.run_us:.0f} us, nodes {summary.node_us:.0f} us "
@@ -190,8 +208,18 @@ def dynamic_variants(run: Path, work: Path) -> dict[str, tuple[Path, SessionLeve
     print(f"\ntransformer fusion of {fp32}: {stats}")
     fused = fused_dynamic_int8(fused_fp32, work / "fused-dynamic-int8.onnx", scheme)
     print(f"fused dynamic int8 kernels: {kernel_report(fused, expect_int8=True)['int8_compute']}")
-    return {"current pruned PTQ dynamic int8": (current / "model.onnx", BASE),
-            "fusion + dynamic int8": (fused, BASE)}  # fmt: skip
+    tables8 = quantize_ort_dynamic(fp32, work / "dynamic-int8-tables8.onnx", replace(scheme, op_types=[],
+                                   embedding_bits=8))  # fmt: skip
+    tables32 = quantize_ort_dynamic(fp32, work / "dynamic-int8-tables32.onnx", replace(scheme, op_types=[],
+                                    quantize_embeddings=False))  # fmt: skip
+    no_skip = replace(BASE, disabled_optimizers=("SkipLayerNormFusion",))
+    return {"current pruned PTQ dynamic int8 (ORT defaults)": (current / "model.onnx", BASE),
+            "current, SkipLayerNormFusion off": (current / "model.onnx", no_skip),
+            "control: current, second session": (current / "model.onnx", BASE),
+            "fusion + dynamic int8": (fused, BASE),
+            "8-bit tables + SkipLayerNormFusion off": (tables8, no_skip),
+            f"dynamic int8, 8-bit tables (was {scheme.embedding_storage})": (tables8, BASE),
+            "dynamic int8, fp32 tables": (tables32, BASE)}  # fmt: skip
 
 
 def main() -> None:
@@ -222,18 +250,25 @@ def main() -> None:
         BASE.session(model, optimized_path=str(offline))
         variants = {k: (model, v) for k, v in SESSION_VARIANTS.items()}
         variants["offline ALL graph, loaded at disable"] = (offline, replace(BASE, graph_optimization="disable"))
+        record["qdq_fusion"] = fuse_transformer(model, work / "qdq-fused.onnx")
+        print(f"\ntransformer fusion of the Q/DQ graph: {record['qdq_fusion']}")
+        variants["transformer fusion of the Q/DQ graph"] = (work / "qdq-fused.onnx", BASE)
         record["session"] = rows = compare(variants, feeds, args.runs, args.repeats)
         print_table(f"session levers on the final artifact ({final})", rows)
         record["profile_final"] = print_profile("final artifact", model, feeds, min(rows[0]["p50_ms"]))
         record["qdq_kernels"] = qdq_kernels(model)
         dynamic = dynamic_variants(run, work)
         if dynamic:
-            record["fusion"] = rows = compare(dynamic, feeds, args.runs, args.repeats)
-            print_table("transformer fusion before dynamic int8", rows)
+            fp32 = run / "export/pruned/onnx-fp32/model.onnx"
+            record["fusion"] = rows = compare(dynamic, feeds, args.runs, args.repeats, fp32=fp32)
+            print_table("dynamic int8: transformer fusion first; embedding table storage", rows)
             current = next(iter(dynamic.values()))[0]
             record["profile_dynamic"] = print_profile("current dynamic int8", current, feeds, min(rows[0]["p50_ms"]))
-            fused = list(dynamic.values())[1][0]
-            record["profile_fused"] = print_profile("fusion + dynamic int8", fused, feeds, min(rows[1]["p50_ms"]))
+            no_skip = dynamic["current, SkipLayerNormFusion off"][1]
+            record["profile_no_skip"] = print_profile("current dynamic int8, SkipLayerNormFusion off", current,
+                                                      feeds, min(rows[1]["p50_ms"]), no_skip)  # fmt: skip
+            fused = dynamic["fusion + dynamic int8"][0]
+            record["profile_fused"] = print_profile("fusion + dynamic int8", fused, feeds, min(rows[3]["p50_ms"]))
     out = Path(args.out) if args.out else run / "levers.json"
     out.write_text(json.dumps(record, indent=1, default=str))
     print(f"\nevery figure: {out}")

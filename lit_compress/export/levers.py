@@ -23,6 +23,7 @@ the CPU it ran on only; :mod:`lit_compress.quant.targets` names that CPU's int8 
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 import os
 from collections import Counter
@@ -45,6 +46,12 @@ MATRIX_OPS = frozenset(
     }
 )  # fmt: skip
 ExecutionMode = Literal["sequential", "parallel"]
+#: ORT graph fusions whose fused CPU kernel measured slower than the ops it replaces, by int8 target (the host's
+#: ISA, :func:`lit_compress.quant.targets.detect_target`). Measured with ``benchmarks/ort_levers.py`` on an AMX
+#: host (onnxruntime 1.32, 1 thread): without ``SkipLayerNormFusion`` the pruned dynamic int8 student's p50 drops
+#: from 0.95 to 0.79 ms (Add + LayerNormalization beat ORT's SkipLayerNormalization kernel; logits within 1e-2).
+#: Targets not listed were not measured and keep ORT's fusions.
+SLOWER_FUSIONS: dict[str, tuple[str, ...]] = {"amx": ("SkipLayerNormFusion",)}
 
 
 @dataclass(frozen=True)
@@ -165,6 +172,8 @@ class SessionLevers:
         allow_spinning: ``session.intra_op.allow_spinning`` (``None``: ORT's default, spinning on).
         cpu_mem_arena: ``enable_cpu_mem_arena``.
         mem_pattern: ``enable_mem_pattern`` (pre-planned buffer offsets for repeated input shapes).
+        disabled_optimizers: ORT graph transformers not to run (``InferenceSession(disabled_optimizers=...)``),
+            e.g. ``"SkipLayerNormFusion"`` (see :data:`SLOWER_FUSIONS`).
     """
 
     graph_optimization: OptimizationLevel = "all"
@@ -174,6 +183,7 @@ class SessionLevers:
     allow_spinning: bool | None = None
     cpu_mem_arena: bool = True
     mem_pattern: bool = True
+    disabled_optimizers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.intra_op_threads < 1 or self.inter_op_threads < 1:
@@ -210,7 +220,21 @@ class SessionLevers:
         :meth:`session_options`)."""
         import onnxruntime as ort
 
-        return ort.InferenceSession(str(path), self.session_options(**kwargs), providers=["CPUExecutionProvider"])
+        disabled = {"disabled_optimizers": list(self.disabled_optimizers)} if self.disabled_optimizers else {}
+        return ort.InferenceSession(str(path), self.session_options(**kwargs), providers=["CPUExecutionProvider"],
+                                    **disabled)  # fmt: skip
+
+
+def default_disabled_optimizers(target: str | None = None) -> tuple[str, ...]:
+    """The fusions to switch off for int8 ``target`` (default: the host's), from :data:`SLOWER_FUSIONS`."""
+    return SLOWER_FUSIONS.get(_host_target() if target is None else target, ())
+
+
+@functools.lru_cache(maxsize=1)
+def _host_target() -> str:
+    from lit_compress.quant.targets import detect_target
+
+    return detect_target().name
 
 
 def profile_session(

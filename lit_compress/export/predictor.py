@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from lit_compress.export.inputs import ModelInputs, inputs_for
-from lit_compress.export.kernels import OptimizationLevel, graph_optimization_level
+from lit_compress.export.kernels import OptimizationLevel
 from lit_compress.export.torch_int8 import WEIGHTS_FILE as TORCH_INT8_WEIGHTS
 
 ONNX_FILE = "model.onnx"
@@ -58,6 +58,7 @@ class Predictor:
         threads: int = 1,
         graph_optimization: OptimizationLevel = "all",
         max_length: int | None = None,
+        disabled_optimizers: Sequence[str] | None = None,
     ) -> Predictor:
         """Load the artifact at ``path`` (see the module docstring for what is recognised).
 
@@ -67,12 +68,14 @@ class Predictor:
                 process-wide setting left to the caller (see ``lit_compress.bench.measure.fixed_threads``).
             graph_optimization: ORT graph optimization level.
             max_length: Text truncation length; default the model's ``max_position_embeddings`` (or 512).
+            disabled_optimizers: ORT graph fusions not to run on an ONNX artifact; default the ones measured
+                slower on this CPU's int8 target (:data:`~lit_compress.export.levers.SLOWER_FUSIONS`).
         """
         src = Path(path)
         if src.suffix == ".onnx" or (src / ONNX_FILE).is_file():
             model_file = src if src.suffix == ".onnx" else src / ONNX_FILE
             return OnnxPredictor.from_file(model_file, threads=threads, graph_optimization=graph_optimization,
-                                           max_length=max_length)  # fmt: skip
+                                           max_length=max_length, disabled_optimizers=disabled_optimizers)  # fmt: skip
         if (src / TORCH_INT8_WEIGHTS).is_file() or (src / "config.json").is_file():
             return TorchPredictor.from_dir(src, max_length=max_length)
         raise FileNotFoundError(
@@ -105,6 +108,8 @@ class OnnxPredictor(Predictor):
     """Runs an ONNX file with ONNX Runtime on the CPU provider."""
 
     kind = "onnx"
+    #: ORT fusions the session was built without (see :meth:`from_file`).
+    disabled_optimizers: tuple[str, ...] = ()
 
     def __init__(self, session: Any, inputs: ModelInputs, id2label: Mapping[int, str]) -> None:
         super().__init__(inputs, id2label)
@@ -121,26 +126,30 @@ class OnnxPredictor(Predictor):
         graph_optimization: OptimizationLevel = "all",
         max_length: int | None = None,
         tokenizer: Any | None = None,
+        disabled_optimizers: Sequence[str] | None = None,
     ) -> OnnxPredictor:
-        """Open ``path`` with the given session options; its inputs (tokenizer or image geometry) are read from
-        its directory."""
-        import onnxruntime as ort
+        """Open ``path`` with the given session options (1 inter-op thread, sequential execution); its inputs
+        (tokenizer or image geometry) are read from its directory.
 
+        ``disabled_optimizers`` (default: :func:`~lit_compress.export.levers.default_disabled_optimizers` for the
+        host's int8 target) names ORT fusions not to run; the ones used are kept in ``disabled_optimizers``.
+        """
+        from lit_compress.export.levers import SessionLevers, default_disabled_optimizers
         from lit_compress.export.onnx import read_export_metadata
 
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}.")
-        options = ort.SessionOptions()
-        options.graph_optimization_level = graph_optimization_level(graph_optimization)
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        disabled = tuple(default_disabled_optimizers() if disabled_optimizers is None else disabled_optimizers)
+        levers = SessionLevers(graph_optimization=graph_optimization, intra_op_threads=threads,
+                               disabled_optimizers=disabled)  # fmt: skip
+        session = levers.session(path)
         directory = Path(path).parent
         inputs = inputs_for(directory, tokenizer=tokenizer, max_length=max_length)
         meta = read_export_metadata(path)
         id2label = meta.get("id2label") or _config_labels(directory)
-        return cls(session, inputs, id2label)
+        predictor = cls(session, inputs, id2label)
+        predictor.disabled_optimizers = disabled
+        return predictor
 
     def _run(self, encoded: Mapping[str, Any]) -> np.ndarray:
         return self.session.run(self._outputs, {name: encoded[name] for name in self.input_names})[0]

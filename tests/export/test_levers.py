@@ -1,4 +1,5 @@
-"""Levers: profile parsing against hand sums, session options really set, profiling and fusion on real artifacts."""
+"""Levers: profile parsing against hand sums, session options really set, profiling, fusion and the Predictor's
+per-target disabled fusions on real artifacts."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import onnxruntime as ort
 import pytest
 
 from lit_compress.errors import UserInputError
+from lit_compress.export import Predictor
 from lit_compress.export.kernels import optimized_op_counts
 from lit_compress.export.levers import (
+    SLOWER_FUSIONS,
     ProfileSummary,
     SessionLevers,
+    default_disabled_optimizers,
     fuse_transformer,
     parse_profile,
     profile_session,
@@ -60,8 +64,9 @@ def test_run_overhead_scales_the_profiled_fraction_to_the_wall_time():
 
 
 def test_session_levers_set_the_options_they_name():
-    options = SessionLevers(graph_optimization="extended", allow_spinning=False, cpu_mem_arena=False,
-                            mem_pattern=False, execution_mode="parallel", inter_op_threads=2).session_options()  # fmt: skip
+    levers = SessionLevers(graph_optimization="extended", allow_spinning=False, cpu_mem_arena=False,
+                           mem_pattern=False, execution_mode="parallel", inter_op_threads=2)  # fmt: skip
+    options = levers.session_options()
     assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert not options.enable_cpu_mem_arena and not options.enable_mem_pattern
@@ -80,7 +85,7 @@ def test_session_levers_refuse_bad_values(kwargs, match):
 
 @pytest.fixture(scope="module")
 def feeds(exported, tokenizer, texts):
-    return [dict(tokenizer(t, return_tensors="np")) for t in texts[:12]]
+    return [{k: v for k, v in tokenizer(t, return_tensors="np").items() if k != "token_type_ids"} for t in texts[:12]]
 
 
 def test_profile_of_a_dynamic_int8_artifact_counts_every_executed_node(exported, feeds):
@@ -111,3 +116,36 @@ def test_transformer_fusion_fuses_layer_norms_and_keeps_the_outputs(exported, fe
 def test_fusion_of_a_missing_file_names_the_fix(tmp_path):
     with pytest.raises(UserInputError, match="export an fp32 artifact"):
         fuse_transformer(tmp_path / "none.onnx", tmp_path / "out.onnx")
+
+
+def _executed_ops(levers: SessionLevers, path, tmp_path) -> list[str]:
+    out = tmp_path / f"optimized-{len(levers.disabled_optimizers)}.onnx"
+    levers.session(path, optimized_path=str(out))
+    return [n.op_type for n in onnx.load(str(out)).graph.node]
+
+
+def test_disabling_skip_layer_norm_fusion_keeps_add_and_layer_norm_and_the_outputs(exported, feeds, tmp_path):
+    path = exported / "ort-dynamic-int8" / "model.onnx"
+    fused, unfused = SessionLevers(), SessionLevers(disabled_optimizers=("SkipLayerNormFusion",))
+    with_fusion, without = _executed_ops(fused, path, tmp_path), _executed_ops(unfused, path, tmp_path)
+    assert "SkipLayerNormalization" in with_fusion and "SkipLayerNormalization" not in without
+    assert without.count("LayerNormalization") > with_fusion.count("LayerNormalization")
+    a, b = fused.session(path), unfused.session(path)
+    for feed in feeds:  # float reassociation can flip a dynamic activation rounding step: ~0.2 % of a logit
+        out, ref = b.run(None, feed)[0], a.run(None, feed)[0]
+        assert out.argmax() == ref.argmax()
+        np.testing.assert_allclose(out, ref, rtol=5e-3, atol=1e-2)
+
+
+def test_slower_fusions_are_switched_off_only_on_the_measured_target():
+    assert default_disabled_optimizers("amx") == ("SkipLayerNormFusion",)
+    assert default_disabled_optimizers("avx2") == () and default_disabled_optimizers("vnni") == ()
+    assert set(SLOWER_FUSIONS) == {"amx"}
+
+
+def test_predictor_defaults_to_the_host_targets_fusions_and_takes_an_override(exported, texts):
+    default = Predictor.from_path(exported / "ort-dynamic-int8")
+    kept = Predictor.from_path(exported / "ort-dynamic-int8", disabled_optimizers=())
+    assert default.disabled_optimizers == default_disabled_optimizers() and kept.disabled_optimizers == ()
+    assert [p["label"] for p in default(texts)] == [p["label"] for p in kept(texts)]
+    np.testing.assert_allclose(default.logits(texts), kept.logits(texts), rtol=5e-3, atol=1e-2)
