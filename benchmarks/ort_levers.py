@@ -29,12 +29,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from lit_compress.bench.measure import interleaved_timings
 from lit_compress.export import Predictor
 from lit_compress.export.int8 import OrtQuantization, quantize_ort_dynamic
 from lit_compress.export.kernels import kernel_report
-from lit_compress.export.levers import SessionLevers, fuse_transformer, profile_session, run_overhead_us
+from lit_compress.export.levers import (
+    SessionLevers,
+    fold_matmul_bias,
+    fuse_transformer,
+    profile_session,
+    run_overhead_us,
+)
 from lit_compress.quant.targets import cpu_features
 
 WIN = 0.95  # a lever wins when p50_lever / p50_current < WIN in every repetition
@@ -250,6 +257,12 @@ def main() -> None:
         BASE.session(model, optimized_path=str(offline))
         variants = {k: (model, v) for k, v in SESSION_VARIANTS.items()}
         variants["offline ALL graph, loaded at disable"] = (offline, replace(BASE, graph_optimization="disable"))
+        proto = onnx.load(str(offline))
+        record["folded_biases"] = fold_matmul_bias(proto)
+        onnx.save(proto, str(work / "offline-folded.onnx"))
+        print(f"\nbias Adds folded into MatMulIntegerToFloat in the offline graph: {record['folded_biases']}")
+        variants["offline ALL graph + biases folded, loaded at disable"] = (
+            work / "offline-folded.onnx", replace(BASE, graph_optimization="disable"))  # fmt: skip
         record["qdq_fusion"] = fuse_transformer(model, work / "qdq-fused.onnx")
         print(f"\ntransformer fusion of the Q/DQ graph: {record['qdq_fusion']}")
         variants["transformer fusion of the Q/DQ graph"] = (work / "qdq-fused.onnx", BASE)

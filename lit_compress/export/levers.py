@@ -261,6 +261,41 @@ def profile_session(
     return parse_profile(events, skip_runs=warmup)
 
 
+def fold_matmul_bias(proto: Any) -> int:
+    """Fold ``Add(MatMulIntegerToFloat(...), b)`` into the matmul's optional bias input, in place; return how many.
+
+    ``MatMulIntegerToFloat`` computes ``(A - a_zp)(B - b_zp) * a_scale * b_scale + bias``; ORT turns a Q/DQ
+    ``MatMul`` into it without its bias, which stays a separate ``Add``. Applies where ``b`` is a 1-D initializer
+    and the matmul's output feeds only that ``Add``; meant for the graph ORT writes at level ALL
+    (:meth:`SessionLevers.session` with ``optimized_path``), loaded back with optimizations disabled.
+    """
+    graph = proto.graph
+    vectors = {t.name for t in graph.initializer if len(t.dims) == 1}
+    uses: Counter[str] = Counter(i for n in graph.node for i in n.input)
+    uses.update(o.name for o in graph.output)
+    producer = {o: n for n in graph.node for o in n.output}
+    folded = []
+    for add in graph.node:
+        if add.op_type != "Add":
+            continue
+        for out, bias in ((add.input[0], add.input[1]), (add.input[1], add.input[0])):
+            mm = producer.get(out)
+            if mm is None or mm.op_type != "MatMulIntegerToFloat" or bias not in vectors or uses[out] != 1:
+                continue
+            if len(mm.input) > 6 and mm.input[6]:
+                continue  # already has a bias
+            if len(mm.input) > 6:
+                mm.input[6] = bias
+            else:
+                mm.input.extend([""] * (6 - len(mm.input)) + [bias])
+            mm.output[0] = add.output[0]
+            folded.append(add)
+            break
+    for add in folded:
+        graph.node.remove(add)
+    return len(folded)
+
+
 def fuse_transformer(
     src: str | os.PathLike[str], dst: str | os.PathLike[str], *, model_type: str = "bert"
 ) -> dict[str, int]:

@@ -16,6 +16,7 @@ from lit_compress.export.levers import (
     ProfileSummary,
     SessionLevers,
     default_disabled_optimizers,
+    fold_matmul_bias,
     fuse_transformer,
     parse_profile,
     profile_session,
@@ -149,3 +150,42 @@ def test_predictor_defaults_to_the_host_targets_fusions_and_takes_an_override(ex
     assert default.disabled_optimizers == default_disabled_optimizers() and kept.disabled_optimizers == ()
     assert [p["label"] for p in default(texts)] == [p["label"] for p in kept(texts)]
     np.testing.assert_allclose(default.logits(texts), kept.logits(texts), rtol=5e-3, atol=1e-2)
+
+
+def _matmul_bias_graph(a_shape, weights, bias, a_scale, a_zero):
+    from onnx import TensorProto, helper, numpy_helper
+
+    k, n = weights.shape
+    inits = [numpy_helper.from_array(weights, "B"), numpy_helper.from_array(np.float32(a_scale), "a_scale"),
+             numpy_helper.from_array(np.full(n, 0.05, np.float32), "b_scale"),
+             numpy_helper.from_array(np.uint8(a_zero), "a_zp"), numpy_helper.from_array(bias, "bias")]  # fmt: skip
+    nodes = [helper.make_node("MatMulIntegerToFloat", ["A", "B", "a_scale", "b_scale", "a_zp"], ["mm"],
+                              domain="com.microsoft"),
+             helper.make_node("Add", ["mm", "bias"], ["Y"]), helper.make_node("Relu", ["Y"], ["Z"])]  # fmt: skip
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("A", TensorProto.UINT8, list(a_shape))],
+                              [helper.make_tensor_value_info("Z", TensorProto.FLOAT, None)], inits)  # fmt: skip
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    return helper.make_model(graph, opset_imports=opsets)
+
+
+def test_fold_matmul_bias_moves_the_add_into_the_kernel_and_keeps_the_formula(tmp_path):
+    rng = np.random.default_rng(0)
+    weights = rng.integers(-127, 128, (8, 4)).astype(np.int8)
+    bias = rng.normal(size=4).astype(np.float32)
+    a = rng.integers(0, 256, (3, 8)).astype(np.uint8)
+    proto = _matmul_bias_graph(a.shape, weights, bias, 0.02, 128)
+    assert fold_matmul_bias(proto) == 1 and fold_matmul_bias(proto) == 0  # folded once, then nothing left
+    assert [n.op_type for n in proto.graph.node] == ["MatMulIntegerToFloat", "Relu"]
+    assert list(proto.graph.node[0].input) == ["A", "B", "a_scale", "b_scale", "a_zp", "", "bias"]
+    onnx.save(proto, str(tmp_path / "folded.onnx"))
+    out = SessionLevers(graph_optimization="disable").session(tmp_path / "folded.onnx").run(None, {"A": a})[0]
+    expected = (a.astype(np.int32) - 128) @ weights.astype(np.int32) * 0.02 * 0.05 + bias  # the kernel's formula
+    np.testing.assert_allclose(out, np.maximum(expected, 0), rtol=1e-5, atol=1e-5)
+
+
+def test_fold_matmul_bias_leaves_a_matmul_output_used_twice():
+    proto = _matmul_bias_graph((3, 8), np.ones((8, 4), np.int8), np.ones(4, np.float32), 0.1, 0)
+    from onnx import helper
+
+    proto.graph.node.append(helper.make_node("Relu", ["mm"], ["other"]))
+    assert fold_matmul_bias(proto) == 0 and len(proto.graph.node) == 4
