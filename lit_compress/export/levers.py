@@ -1,6 +1,6 @@
 """Where an ONNX artifact's time goes, and the ONNX Runtime levers that can shorten it.
 
-Three Trainer-free pieces, measured side by side by ``benchmarks/ort_levers.py`` (figures in ``docs/speed.md``):
+Trainer-free pieces, measured side by side by ``benchmarks/ort_levers.py`` (figures in ``docs/speed.md``):
 
 * **Profiling**: :func:`parse_profile` reads the JSON trace ORT writes with ``SessionOptions.enable_profiling``
   (Chrome trace events; one ``<node>_kernel_time`` event per node and run, one ``model_run`` event per run) and
@@ -15,6 +15,10 @@ Three Trainer-free pieces, measured side by side by ``benchmarks/ort_levers.py``
 * **Transformer fusion**: :func:`fuse_transformer` runs ``onnxruntime.transformers.optimizer.optimize_model``
   (``model_type="bert"``, ``num_heads=0, hidden_size=0`` so pruned head counts are read from the graph) on an
   fp32 file, offline and hardware-independently (``opt_level=0``: only the Python fusions), before dynamic int8.
+* **Slower fusions per CPU**: :data:`SLOWER_FUSIONS` lists ORT's online fusions measured slower than the ops they
+  replace on an int8 target; :func:`default_disabled_optimizers` gives the host's, which the Predictor applies.
+* **Bias folding**: :func:`fold_matmul_bias` moves the bias ``Add`` ORT leaves beside ``MatMulIntegerToFloat``
+  into the kernel (measured ~5 % on the final artifact: below the bar, not applied by default).
 
 ORT has no switch that pins an instruction set (its MLAS kernels dispatch on CPUID), so a measurement speaks for
 the CPU it ran on only; :mod:`lit_compress.quant.targets` names that CPU's int8 target.
