@@ -3,6 +3,8 @@
 from lit_compress.pipeline.config import BenchmarkOptions, PruneOptions, QATOptions, TeacherOptions
 from lit_compress.pipeline.context import Deployable, PrunedModel, QuantizedModel, RunContext, TrainedModel
 from lit_compress.pipeline.run import RunResults, run_pipeline
+from lit_compress.pipeline.search import SearchOptions, SearchResult
 
 __all__ = ["BenchmarkOptions", "Deployable", "PruneOptions", "PrunedModel", "QATOptions", "QuantizedModel",
-           "RunContext", "RunResults", "TeacherOptions", "TrainedModel", "run_pipeline"]
+           "RunContext", "RunResults", "SearchOptions", "SearchResult", "TeacherOptions", "TrainedModel",
+           "run_pipeline"]

@@ -10,6 +10,7 @@ here into the optimizer steps of the callbacks' ``init_args``, so the written ``
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 from lit_compress.models.hub import load_tokenizer
 from lit_compress.models.io import load_model_dir, save_model_dir
 from lit_compress.pipeline.config import ExportPlan, StagePlan
-from lit_compress.pipeline.context import PrunedModel, QuantizedModel, RunContext
+from lit_compress.pipeline.context import PrunedModel, QuantizedModel, RunContext, Stopwatch
 from lit_compress.pipeline.recipes import import_class, recipe_callbacks, with_callbacks
 from lit_compress.pipeline.stages import fill, finish, reuse, seeded, train
 from lit_compress.pipeline.training import datamodule_tokenizer, gate_examples, make_datamodule
@@ -86,6 +87,24 @@ def trim_pair(teacher_dir: Path, student_dir: Path, texts: list[str], min_freque
     return teacher, student, new_tok, report.summary()
 
 
+def with_pruning_ramps(recipe: Mapping[str, Any], steps: int, options: Any) -> dict[str, Any]:
+    """``recipe`` whose scheduled pruning callback has each number-valued ratio replaced by a cubic ramp that
+    reaches it after ``options.schedule_end`` of ``steps`` (``options``: :class:`~lit_compress.pipeline.config.PruneOptions`)."""
+    from lit_compress.prune.schedules import PolynomialDecay
+
+    callback = pruning_callback(recipe)
+
+    def ramps(args: dict[str, Any]) -> None:
+        for name in import_class(callback).SCHEDULED_RATIOS:
+            ratio = args.get(name, 0.0)
+            if isinstance(ratio, (int, float)):
+                ramp = PolynomialDecay.over_fraction(float(ratio), steps, options.schedule_end, updates=options.updates)
+                args[name] = as_recipe_entry(ramp)
+                args.setdefault("every_n_steps", ramp.frequency)
+
+    return with_callback(recipe, callback, ramps)
+
+
 def prune_stage(ctx: RunContext, plan: StagePlan) -> PrunedModel:
     """Trim the vocabulary, then distil with gradual structured pruning of heads and FFN channels.
 
@@ -93,8 +112,6 @@ def prune_stage(ctx: RunContext, plan: StagePlan) -> PrunedModel:
     distils between them with the ``StructuredPruning`` callback, whose number-valued ratios become cubic
     ramps that end after ``schedule_end`` of the stage's steps.
     """
-    from lit_compress.prune.schedules import PolynomialDecay
-
     stage, options = "prune", plan.options
     done = reuse(ctx, stage, PrunedModel)
     if done is not None:
@@ -109,19 +126,8 @@ def prune_stage(ctx: RunContext, plan: StagePlan) -> PrunedModel:
                                                         dm.texts("train"), options.vocab_min_frequency)
         teacher_dir = Path(save_model_dir(teacher, out / "teacher", tokenizer=tokenizer))
         student_dir = Path(save_model_dir(student, out / "student_init", tokenizer=tokenizer))
-    steps = stage_steps(plan.recipe, teacher_dir)
-    callback = pruning_callback(plan.recipe)
-
-    def ramps(args: dict[str, Any]) -> None:
-        for name in import_class(callback).SCHEDULED_RATIOS:
-            ratio = args.get(name, 0.0)
-            if isinstance(ratio, (int, float)):
-                ramp = PolynomialDecay.over_fraction(float(ratio), steps, options.schedule_end, updates=options.updates)
-                args[name] = as_recipe_entry(ramp)
-                args.setdefault("every_n_steps", ramp.frequency)
-
     recipe = seeded(fill(plan.recipe, out, tokenizer=teacher_dir, teacher=teacher_dir, student=student_dir))
-    cli, metrics = train(ctx, stage, with_callback(recipe, callback, ramps))
+    cli, metrics = train(ctx, stage, with_pruning_ramps(recipe, stage_steps(plan.recipe, teacher_dir), options))
     arch = _architecture(cli.model.student)
     return finish(ctx, PrunedModel, stage, "pruned", cli.model.student, tokenizer, metrics, teacher_dir=teacher_dir,
                   architecture=arch, vocabulary=vocab)  # fmt: skip
@@ -138,6 +144,64 @@ def _architecture(model: Any) -> dict[str, Any]:
     except LayoutError:
         refresh = getattr(model, "refresh_layer_shapes", None)  # lit_compress.vision.ImageClassifier
         return {"layer_shapes": dict((refresh() if refresh else getattr(model.config, "layer_shapes", None)) or {})}
+
+
+SCHEME_STAGE = "qat_scheme"
+#: The artifact kind whose kernels each QAT scheme deploys to.
+SCHEME_KINDS = {"dynamic": "ort-dynamic-int8", "static": "ort-static-int8"}
+
+
+def qat_schemes(ctx: RunContext, plan: StagePlan, export: ExportPlan) -> tuple[str, ...]:
+    """The QAT schemes to run: ``qat.schemes`` as given, or for ``auto`` the scheme whose int8 artifact of the
+    latest student runs faster on this CPU.
+
+    ``auto`` exports the latest student with ORT dynamic and static (calibrated) int8 into ``qat_scheme/`` and
+    times each (p50 single-query latency, 1 thread, the median-length validation text, through the deployment
+    ``Predictor``); the figures, the CPU's int8 target and the choice are recorded in ``qat_scheme/stage.json``.
+    The int8 kernels differ by ISA (VNNI, AVX2, AMX), so the choice is made on the machine that trains.
+    """
+    if tuple(plan.options.schemes) != ("auto",):
+        return tuple(plan.options.schemes)
+    done = ctx.load_done(SCHEME_STAGE)
+    if done is None:
+        with Stopwatch(ctx, SCHEME_STAGE):
+            done = _measure_schemes(ctx, plan, export)
+        ctx.mark_done(SCHEME_STAGE, {**done, "seconds": ctx.timings[SCHEME_STAGE]})
+    print(f"[{SCHEME_STAGE}] {done['reason']}")
+    return (str(done["scheme"]),)
+
+
+def _measure_schemes(ctx: RunContext, plan: StagePlan, export: ExportPlan) -> dict[str, Any]:
+    from lit_compress.bench.measure import fixed_threads, latency_stats, time_calls
+    from lit_compress.export.api import export_model
+    from lit_compress.export.manifest import MANIFEST_NAME
+    from lit_compress.export.predictor import Predictor
+    from lit_compress.quant.targets import cpu_features, resolve_target
+
+    out = ctx.stage_dir(SCHEME_STAGE)
+    student = ctx.latest_student.model_dir
+    dm = make_datamodule(plan.recipe["data"], str(student))
+    export_model(str(student), str(out), formats=list(SCHEME_KINDS.values()),
+                 calibration_examples=dm.examples("train")[: export.calibration_size],
+                 parity_examples=gate_examples(dm, export.int8_gate.min_texts), max_length=getattr(dm, "max_length", 128),
+                 **{"int8_gate": export.int8_gate, **export.options})  # fmt: skip
+    index = json.loads((out / MANIFEST_NAME).read_text())["artifacts"]
+    examples = sorted(dm.examples("validation"), key=len)
+    query = examples[len(examples) // 2]
+    latency: dict[str, float] = {}
+    with fixed_threads(1):
+        for scheme, kind in SCHEME_KINDS.items():
+            if kind in index:
+                predictor = Predictor.from_path(out / index[kind]["dir"], threads=1)
+                latency[scheme] = latency_stats(time_calls(lambda: predictor(query), runs=100, warmup=10))["p50_ms"]
+    if not latency:
+        raise RuntimeError(f"qat.schemes auto: neither int8 kind could be exported (see {out / MANIFEST_NAME}).")
+    scheme = min(latency, key=latency.__getitem__)
+    figures = ", ".join(f"{s} {v:.3f} ms" for s, v in latency.items())
+    target = resolve_target(export.target).name
+    return {"scheme": scheme, "p50_ms": latency, "int8_target": target, "cpu_flags": list(cpu_features().flags),
+            "reason": f"QAT scheme {scheme!r}: the faster int8 artifact of the student on this CPU "
+                      f"(target {target}; p50 {figures})"}  # fmt: skip
 
 
 def qat_stage(ctx: RunContext, plan: StagePlan, scheme: str, export: ExportPlan, config: Mapping[str, Any]

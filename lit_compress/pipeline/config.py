@@ -18,6 +18,7 @@ from lit_compress.bench.suite import BenchmarkSettings
 from lit_compress.errors import UserInputError
 from lit_compress.export.api import export_model
 from lit_compress.export.parity import Int8Gate
+from lit_compress.pipeline.convergence import EarlyStoppingOptions
 from lit_compress.pipeline.recipes import deep_merge, expand_dotted, parse_recipe, split_section
 
 StageName = Literal["teacher", "distill", "prune", "qat", "export", "benchmark"]
@@ -35,9 +36,16 @@ class TeacherOptions:
 
     Attributes:
         finetune: Fine-tune the teacher (``false``: only evaluate and save it).
+        early_stopping: Train until the validation metric stops improving (the recipe's ``max_epochs`` is the
+            upper bound) and restore the best epoch's weights; ``patience: 0`` trains exactly ``max_epochs``.
     """
 
     finetune: bool = True
+    early_stopping: EarlyStoppingOptions = field(default_factory=EarlyStoppingOptions)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.early_stopping, Mapping):
+            object.__setattr__(self, "early_stopping", EarlyStoppingOptions(**self.early_stopping))
 
 
 @dataclass(frozen=True)
@@ -76,7 +84,8 @@ class QATOptions:
 
     Attributes:
         schemes: ``"dynamic"`` (mimics ORT dynamic quantization) and/or ``"static"`` (learned activation
-            scales, exported as Q/DQ ONNX).
+            scales, exported as Q/DQ ONNX), or ``"auto"``: the one whose int8 kernels run the pruned student
+            faster on this CPU, measured (:func:`~lit_compress.pipeline.compress.qat_schemes`).
         start_fraction: Fraction of the steps trained in fp32 before fake quantization starts (the callback's
             ``start_step``).
         freeze_fraction: Fraction of the steps after which static observers freeze (``freeze_observers_step``).
@@ -88,9 +97,12 @@ class QATOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "schemes", tuple(self.schemes))
-        unknown = set(self.schemes) - {"dynamic", "static"}
+        unknown = set(self.schemes) - {"dynamic", "static", "auto"}
         if unknown:
-            raise ValueError(f"qat.schemes has unknown entries {sorted(unknown)}; use 'dynamic' and/or 'static'.")
+            raise ValueError(f"qat.schemes has unknown entries {sorted(unknown)}; use 'dynamic' and/or 'static', "
+                             "or 'auto' (the faster on this CPU, measured).")
+        if "auto" in self.schemes and len(self.schemes) > 1:
+            raise ValueError("qat.schemes: 'auto' stands alone (it picks one scheme); got " + str(list(self.schemes)))
         for name in ("start_fraction", "freeze_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"qat.{name} must be in [0, 1], got {getattr(self, name)}.")
@@ -101,21 +113,22 @@ OPTIONS = {"teacher": TeacherOptions, "distill": DistillOptions, "prune": PruneO
 
 @dataclass(frozen=True)
 class BenchmarkOptions:
-    """The benchmark stage: how variants are measured, and how the final artifact is chosen.
+    """The benchmark stage: how variants are measured (the final artifact is chosen within the run's
+    ``accuracy_budget``).
 
     Attributes:
         settings: :class:`~lit_compress.bench.suite.BenchmarkSettings` (threads, runs, warm-up, batch sizes).
-        accuracy_budget: The final artifact is the fastest (p50) variant whose validation accuracy is at least
-            the teacher's minus this many accuracy points (1.0: ``val_acc >= teacher_val_acc - 0.01``).
     """
 
     settings: BenchmarkSettings = field(default_factory=BenchmarkSettings)
-    accuracy_budget: float = 1.0
 
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.accuracy_budget <= 100.0:
-            raise ValueError(f"benchmark.accuracy_budget is in accuracy points and must be in [0, 100], got "
-                             f"{self.accuracy_budget} (1.0 allows one point below the teacher on validation).")
+
+def check_budget(accuracy_budget: float) -> float:
+    """The run's accuracy budget, checked (accuracy points in [0, 100])."""
+    if not 0.0 <= accuracy_budget <= 100.0:
+        raise UserInputError(f"accuracy_budget is in accuracy points and must be in [0, 100], got {accuracy_budget} "
+                             "(1.0 allows one point below the teacher on validation).")
+    return float(accuracy_budget)
 
 
 #: ``export_model`` arguments the pipeline sets itself (paths, examples, the run's config, ``data.max_length``).
@@ -175,6 +188,7 @@ class Plan:
     training: Mapping[str, StagePlan]
     export: ExportPlan
     benchmark: BenchmarkOptions
+    accuracy_budget: float = 1.0
 
     def runs(self, stage: str) -> bool:
         return stage in self.stages
@@ -191,6 +205,7 @@ class Plan:
         bench = dataclasses.asdict(self.benchmark)
         bench["settings"]["batch_sizes"] = list(bench["settings"]["batch_sizes"])
         out["benchmark"] = bench
+        out["accuracy_budget"] = self.accuracy_budget
         return out
 
 
@@ -200,6 +215,7 @@ def build_plan(
     sections: Mapping[str, Mapping[str, Any] | None],
     export: Mapping[str, Any] | None,
     benchmark: BenchmarkOptions | None,
+    accuracy_budget: float = 1.0,
 ) -> Plan:
     """Merge ``defaults`` under each training stage, parse each recipe and the knobs, check the export options.
 
@@ -215,7 +231,8 @@ def build_plan(
             raise UserInputError(f"stages must include {required!r} (every later stage starts from its model).")
     base = expand_dotted(defaults or {})
     training = {name: _stage_plan(name, base, expand_dotted(sections.get(name) or {})) for name in TRAINING_STAGES}
-    return Plan(chosen, training, _export_plan(expand_dotted(export or {})), benchmark or BenchmarkOptions())
+    return Plan(chosen, training, _export_plan(expand_dotted(export or {})), benchmark or BenchmarkOptions(),
+                check_budget(accuracy_budget))
 
 
 def _stage_plan(name: str, defaults: Mapping[str, Any], section: Mapping[str, Any]) -> StagePlan:

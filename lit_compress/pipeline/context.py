@@ -118,6 +118,7 @@ class RunContext:
         student: The distilled student.
         pruned: The trimmed and pruned student (``None`` when the stage does not run).
         quantized: The QAT students, in the order of ``qat.schemes``.
+        search: The search stage's result (:class:`~lit_compress.pipeline.search.SearchResult`), when it ran.
         timings: Stage name -> wall seconds, filled by :class:`Stopwatch`.
         echo: Where the one-line summary of each finished stage goes (``None``: nowhere).
     """
@@ -129,6 +130,7 @@ class RunContext:
     student: TrainedModel | None = None
     pruned: PrunedModel | None = None
     quantized: list[QuantizedModel] = field(default_factory=list)
+    search: Any = None
     timings: dict[str, float] = field(default_factory=dict)
     echo: Callable[[str], Any] | None = print
 
@@ -170,13 +172,13 @@ class RunContext:
 
 
 def stage_line(name: str, record: dict[str, Any]) -> str:
-    """``[teacher] 133 s · test acc 0.9505 · 22.7 M params · 86.7 MB``: the parts the record has."""
+    """``[teacher] 133 s · val acc 0.9641 · 22.7 M params · 86.7 MB``: the parts the record has."""
     metrics = record.get("metrics") or {}
     parts = [f"[{name}] done"]
     if record.get("seconds") is not None:
         parts[0] = f"[{name}] {_seconds(float(record['seconds']))}"
-    if metrics.get("accuracy") is not None:
-        parts.append(f"test acc {float(metrics['accuracy']):.4f}")
+    if metrics.get("val_accuracy") is not None:
+        parts.append(f"val acc {float(metrics['val_accuracy']):.4f}")
     if metrics.get("parameters") is not None:
         parts.append(f"{_count(int(metrics['parameters']))} params")
     if metrics.get("size_mb") is not None:

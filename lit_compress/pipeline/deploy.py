@@ -79,12 +79,12 @@ def _exported(directory: Path, variant: str, trimmed: bool) -> list[Deployable]:
 
 
 def benchmark_stage(ctx: RunContext, data: Mapping[str, Any], cfg: BenchmarkOptions,
-                    artifacts: list[Deployable]) -> tuple[Deployable, str]:  # fmt: skip
+                    artifacts: list[Deployable], accuracy_budget: float = 1.0) -> tuple[Deployable, str]:  # fmt: skip
     """Benchmark the teacher, the student and every artifact side by side, choose the final artifact.
 
     Every variant is scored on the validation split (to choose) and on the test split (to report), its
     latency, throughput and size measured once. The final artifact is the fastest by p50 single-query latency
-    among the students and artifacts whose validation accuracy is within ``cfg.accuracy_budget`` points of the
+    among the students and artifacts whose validation accuracy is within ``accuracy_budget`` points of the
     teacher's (:func:`~lit_compress.bench.select.select_final`); the choice and its reason are printed, drawn
     in the report and recorded in ``stage.json`` (``final`` with its variant, kind and path, ``final_reason``,
     ``selection``).
@@ -109,7 +109,7 @@ def benchmark_stage(ctx: RunContext, data: Mapping[str, Any], cfg: BenchmarkOpti
         paths = run_benchmark([Variant(r.name, str(r.path)) for r in records], dm.examples("test"), test_labels,
                               str(out), label_names=dm.label_names, settings=cfg.settings, baseline=TEACHER,
                               teacher=TEACHER, selection_examples=dm.examples("validation"),
-                              selection_labels=val_labels, accuracy_budget=cfg.accuracy_budget)  # fmt: skip
+                              selection_labels=val_labels, accuracy_budget=accuracy_budget)  # fmt: skip
     selection = read_selection(paths["json"])
     if selection is None:  # run_benchmark always chooses when given selection texts
         raise RuntimeError(f"{paths['json']} holds no selection block.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from lit_compress.pipeline.context import RunContext
 from lit_compress.utils.io import write_json_atomic, write_text_atomic
 
-COLUMNS = (("variant", "{}"), ("accuracy", "{:.4f}"), ("macro_f1", "{:.4f}"), ("parameters", "{:,}"), ("size_mb", "{:.2f}"))
+COLUMNS = (("variant", "{}"), ("val_accuracy", "{:.4f}"), ("val_macro_f1", "{:.4f}"), ("parameters", "{:,}"), ("size_mb", "{:.2f}"))
 
 
 def summary_table(ctx: RunContext) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from lit_compress.pipeline.config import BenchmarkOptions, Plan, StageName, buil
 from lit_compress.pipeline.recipes import deep_merge, expand_dotted
 from lit_compress.pipeline.context import DONE_FILE, Deployable, PrunedModel, QuantizedModel, RunContext, TrainedModel
 from lit_compress.pipeline.report import summary_table, write_summary
+from lit_compress.pipeline.search import SearchOptions, SearchResult
 from lit_compress.pipeline.stages import distill_stage, teacher_stage
 
 
@@ -31,6 +33,7 @@ class RunResults:
         pruned: The trimmed and pruned student (``None`` when the stage did not run).
         quantized: The QAT students, one per scheme.
         final: The final artifact chosen by the benchmark (``None`` when it did not run).
+        search: The search stage's choice and Pareto front (``None`` without a search).
     """
 
     teacher: TrainedModel
@@ -38,6 +41,7 @@ class RunResults:
     pruned: PrunedModel | None = None
     quantized: tuple[QuantizedModel, ...] = ()
     final: Deployable | None = None
+    search: SearchResult | None = None
 
 
 def run_pipeline(
@@ -53,6 +57,9 @@ def run_pipeline(
     qat: Section | None = None,
     export: Section | None = None,
     benchmark: BenchmarkOptions | None = None,
+    accuracy_budget: float = 1.0,
+    search_minutes: float = 0.0,
+    search: SearchOptions | None = None,
 ) -> RunResults:
     """Fine-tune the teacher, distil a student, compress and export it, and benchmark every variant.
 
@@ -91,7 +98,15 @@ def run_pipeline(
             ``freeze_fraction``.
         export: ``formats`` of the distilled student, ``calibration_size``, and ``export_model``'s own options
             (``per_channel``, ``target``, ``int8_gate``, ``quantize_embeddings``, ...).
-        benchmark: Benchmark settings and the final artifact's ``accuracy_budget``.
+        benchmark: Benchmark settings (threads, timed runs, batch sizes).
+        accuracy_budget: Validation accuracy points the final artifact may lose against the teacher (1.0:
+            ``val_acc >= teacher_val_acc - 0.01``). The search keeps its candidates within it, and the benchmark
+            picks the fastest variant within it as the final artifact.
+        search_minutes: Minutes the ``search`` stage (after the teacher) spends on Optuna trials of the
+            compression recipe — student layers, head/FFN pruning ratios, temperature/alpha, augmented text —
+            before the chosen recipe replaces those keys of the ``distill`` / ``prune`` / ``qat`` sections;
+            ``0``: no search, the sections are the recipe (see :mod:`lit_compress.pipeline.search`).
+        search: The search space and proxy settings (:class:`~lit_compress.pipeline.search.SearchOptions`).
 
     Returns:
         The trained models and the final artifact.
@@ -99,7 +114,8 @@ def run_pipeline(
     import torch
 
     plan = build_plan(stages, defaults, {"teacher": teacher, "distill": distill, "prune": prune, "qat": qat},
-                      export, benchmark)  # fmt: skip
+                      export, benchmark, accuracy_budget)  # fmt: skip
+    search_plan = check_search(plan, search_minutes, search)
     if threads:
         torch.set_num_threads(threads)
     if checkpoint_every_n_steps < 0:
@@ -111,13 +127,13 @@ def run_pipeline(
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
     try:
         resolved = save_resolved_config(ctx.run_dir, plan, run_dir=run_dir, threads=threads)
-        _train(ctx, plan, resolved)
+        _train(ctx, plan, resolved, search_plan)
     except UserInputError:
         if created:
             _remove_unfinished(ctx.run_dir)
         raise
     table = summary_table(ctx)
-    print("\nTraining stages (test split, PyTorch):\n" + table)
+    print("\nTraining stages (validation split, PyTorch):\n" + table)
     final = None
     data = plan.training["teacher"].recipe["data"]
     if plan.runs("export") or plan.runs("benchmark"):
@@ -125,13 +141,13 @@ def run_pipeline(
 
         artifacts = export_stage(ctx, data, plan.export, resolved) if plan.runs("export") else []
         if plan.runs("benchmark"):
-            final, bench_table = benchmark_stage(ctx, data, plan.benchmark, artifacts)
+            final, bench_table = benchmark_stage(ctx, data, plan.benchmark, artifacts, plan.accuracy_budget)
             print("\nBenchmark (test split, batch 1 latency, %d thread(s)):\n%s"
                   % (plan.benchmark.settings.threads, bench_table))  # fmt: skip
             table += "\n\n## Benchmark\n\n" + bench_table
     write_summary(ctx, table)
     assert ctx.teacher is not None and ctx.student is not None
-    return RunResults(ctx.teacher, ctx.student, ctx.pruned, tuple(ctx.quantized), final)
+    return RunResults(ctx.teacher, ctx.student, ctx.pruned, tuple(ctx.quantized), final, ctx.search)
 
 
 #: Sections of the YAML that are plain data, and so take dotted options on the command line.
@@ -222,16 +238,50 @@ def _remove_unfinished(run_dir: Path) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _train(ctx: RunContext, plan: Plan, resolved: dict[str, Any]) -> None:
-    from lit_compress.pipeline.compress import prune_stage, qat_stage
+def check_search(plan: Plan, minutes: float, options: SearchOptions | None) -> tuple[float, SearchOptions] | None:
+    """The search's time and options when it runs (``minutes > 0``), after checking the plan can take it.
+
+    Raises:
+        UserInputError: Negative minutes, or a plan whose stages the search cannot fill (no prune stage, or a
+            pruning callback other than ``StructuredPruning``).
+    """
+    from lit_compress.pipeline.compress import STRUCTURED_PRUNING, pruning_callback
+
+    if minutes < 0:
+        raise UserInputError(f"search_minutes must be >= 0 (0: no search, the YAML's recipe), got {minutes}.")
+    if minutes == 0:
+        return None
+    if not plan.runs("prune") or pruning_callback(plan.training["prune"].recipe) != STRUCTURED_PRUNING:
+        raise UserInputError("search_minutes > 0 searches student layers and StructuredPruning ratios, so it needs "
+                             "the prune stage with lit_compress.prune.StructuredPruning; set search_minutes: 0 for "
+                             "this recipe.")  # fmt: skip
+    if plan.training["distill"].recipe["model"].get("init_args", {}).get("student") is not None:
+        raise UserInputError("search_minutes > 0 builds students from teacher layers, but distill.model.init_args."
+                             "student names a student; remove it or set search_minutes: 0.")  # fmt: skip
+    if isinstance(options, Mapping):  # from Python with the YAML's mapping (the CLI builds the dataclass)
+        try:
+            options = SearchOptions(**options)
+        except (TypeError, ValueError) as err:
+            raise UserInputError(f"search: {err}") from err
+    return minutes, options or SearchOptions()
+
+
+def _train(ctx: RunContext, plan: Plan, resolved: dict[str, Any], search: tuple[float, SearchOptions] | None) -> None:
+    from lit_compress.pipeline.compress import prune_stage, qat_stage, qat_schemes
 
     ctx.teacher = teacher_stage(ctx, plan.training["teacher"])
+    if search is not None:
+        from lit_compress.pipeline.search import apply_candidate, search_stage
+
+        minutes, options = search
+        ctx.search = search_stage(ctx, plan, options, minutes, plan.accuracy_budget)
+        plan = apply_candidate(plan, ctx.search.candidate, options.space)
     ctx.student = distill_stage(ctx, plan.training["distill"])
     if plan.runs("prune"):
         ctx.pruned = prune_stage(ctx, plan.training["prune"])
     if plan.runs("qat"):
         qat = plan.training["qat"]
-        for scheme in qat.options.schemes:
+        for scheme in qat_schemes(ctx, qat, plan.export):
             ctx.quantized.append(qat_stage(ctx, qat, scheme, plan.export, resolved))
 
 

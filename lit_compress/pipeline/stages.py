@@ -78,8 +78,41 @@ def teacher_stage(ctx: RunContext, plan: StagePlan) -> TrainedModel:
     model = plan.recipe["model"].get("init_args", {}).get("model")
     named = isinstance(model, (str, Path))  # a name or directory (its tokenizer too), else a class_path entry
     recipe = fill(plan.recipe, out, tokenizer=model) if named else with_stage_outputs(plan.recipe, out)
+    if plan.options.finetune:
+        recipe = with_callbacks(recipe, [*recipe_callbacks(recipe), *plan.options.early_stopping.callbacks()])
     cli, metrics = train(ctx, stage, recipe, fit=plan.options.finetune)
+    metrics = {**metrics, **record_convergence(cli.trainer, out)}
     return finish(ctx, TrainedModel, stage, "teacher", cli.model.model, datamodule_tokenizer(cli.datamodule), metrics)
+
+
+def record_convergence(trainer: Any, out: Path) -> dict[str, Any]:
+    """Write the validation curve kept by :class:`~lit_compress.pipeline.convergence.RestoreBestWeights` as
+    ``out/val_curve.csv`` (and as a line plot to a W&B logger), and return the stage's convergence figures
+    (``best_epoch`` 0-based, ``epochs`` validated); nothing when the stage ran without early stopping."""
+    from lit_compress.pipeline.convergence import RestoreBestWeights, curve_csv
+    from lit_compress.utils.io import write_text_atomic
+
+    best = next((c for c in trainer.callbacks if isinstance(c, RestoreBestWeights)), None)
+    if best is None or not best.history:
+        return {}
+    write_text_atomic(out / "val_curve.csv", curve_csv(best.history))
+    summary = best.summary()
+    for logger in trainer.loggers:
+        if type(logger).__name__ == "WandbLogger":
+            _log_wandb_curve(logger, best.history, summary)
+    print(f"[teacher] best {summary['monitor']} {summary['best']:.4f} at epoch {summary['best_epoch'] + 1} of "
+          f"{summary['epochs']} (weights of that epoch restored; curve in {out / 'val_curve.csv'})")
+    return {"best_epoch": summary["best_epoch"], "epochs": summary["epochs"], "monitor": summary["monitor"]}
+
+
+def _log_wandb_curve(logger: Any, history: list[dict[str, float]], summary: dict[str, Any]) -> None:
+    import wandb
+
+    columns = sorted({k for row in history for k in row})
+    table = wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in history])
+    monitor = summary["monitor"]
+    logger.experiment.log({"teacher/val_curve": wandb.plot.line(table, "epoch", monitor, title="teacher " + monitor)})
+    logger.experiment.summary.update({"teacher/best_epoch": summary["best_epoch"], "teacher/epochs": summary["epochs"]})
 
 
 def distill_stage(ctx: RunContext, plan: StagePlan) -> TrainedModel:

@@ -110,7 +110,7 @@ def test_final_artifact_is_fastest_within_budget_on_validation(stage, capsys):
 
 def test_the_budget_comes_from_the_config(stage, capsys):
     ctx, artifacts, _ = stage
-    final, _ = deploy.benchmark_stage(ctx, DATA, bench(accuracy_budget=2.5), artifacts)
+    final, _ = deploy.benchmark_stage(ctx, DATA, bench(), artifacts, accuracy_budget=2.5)
     record = json.loads((ctx.run_dir / "benchmark" / "stage.json").read_text())
     assert record["final"]["name"] == "pruned+trimmed QAT static int8 (Q/DQ)" and final.source == "qat_static"
     assert "fastest within 2.5 points" in capsys.readouterr().out
@@ -118,7 +118,7 @@ def test_the_budget_comes_from_the_config(stage, capsys):
 
 def test_nothing_within_budget_falls_back_to_the_most_accurate(stage, capsys):
     ctx, artifacts, _ = stage
-    deploy.benchmark_stage(ctx, DATA, bench(accuracy_budget=0.0), artifacts)
+    deploy.benchmark_stage(ctx, DATA, bench(), artifacts, accuracy_budget=0.0)
     out = capsys.readouterr().out
     assert "final artifact: pruned+trimmed QAT ORT dynamic int8 — no variant within 0.0 points" in out
     record = json.loads((ctx.run_dir / "benchmark" / "stage.json").read_text())
@@ -126,8 +126,12 @@ def test_nothing_within_budget_falls_back_to_the_most_accurate(stage, capsys):
 
 
 def test_accuracy_budget_is_validated():
-    with pytest.raises(ValueError, match="benchmark.accuracy_budget is in accuracy points"):
-        BenchmarkOptions(accuracy_budget=-1.0)
+    from lit_compress.errors import UserInputError
+    from lit_compress.pipeline.config import check_budget
+
+    assert check_budget(2.5) == 2.5
+    with pytest.raises(UserInputError, match="accuracy_budget is in accuracy points"):
+        check_budget(-1.0)
 
 
 def test_export_checks_parity_on_the_validation_texts(tmp_path, monkeypatch):

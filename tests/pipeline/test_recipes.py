@@ -65,20 +65,25 @@ def test_main_yaml_declares_shared_keys_once_and_every_stage_gets_them() -> None
 
 
 def test_main_yaml_keeps_the_hyper_parameters_of_the_embedded_default() -> None:
-    """teacher 3 epochs lr 1e-4; distill [0, 5] 4 epochs; prune 0.5/0.75 taylor to 0.6 of 5 epochs; QAT 2 epochs."""
+    """teacher <= 8 epochs (early stopping on val/loss, patience 2) lr 1e-4; distill [0, 5] 4 epochs; prune 0.5/0.75
+    taylor to 0.6 of 5 epochs; QAT 2 epochs in the faster scheme; 4 minutes of search within 1 point."""
     plan = main_plan()
     epochs = {n: plan.training[n].recipe["trainer"]["max_epochs"] for n in ("teacher", "distill", "prune", "qat")}
-    assert epochs == {"teacher": 3, "distill": 4, "prune": 5, "qat": 2}
+    assert epochs == {"teacher": 8, "distill": 4, "prune": 5, "qat": 2}
+    stopping = plan.training["teacher"].options.early_stopping
+    assert (stopping.monitor, stopping.mode, stopping.patience) == ("val/loss", "min", 2)
     assert plan.training["distill"].recipe["model"]["init_args"]["student_layers"] == [0, 5]
     prune = plan.training["prune"]
     assert prune.recipe["trainer"]["callbacks"][0]["init_args"] == {"head_pruning_ratio": 0.5,
                                                                      "ffn_pruning_ratio": 0.75, "importance": "taylor"}
     assert (prune.options.schedule_end, prune.options.vocab_min_frequency) == (0.6, 2)
     qat = plan.training["qat"]
-    assert qat.recipe["model"]["init_args"]["lr"] == 3e-5 and qat.options.schemes == ("dynamic", "static")
+    assert qat.recipe["model"]["init_args"]["lr"] == 3e-5 and qat.options.schemes == ("auto",)
     assert (qat.options.start_fraction, qat.options.freeze_fraction) == (0.0, 0.7)
     assert plan.export.per_channel and plan.export.quantize_embeddings and plan.export.target == "auto"
-    assert plan.benchmark.settings.runs == 100 and plan.benchmark.accuracy_budget == 1.0
+    assert plan.benchmark.settings.runs == 100 and plan.accuracy_budget == 1.0
+    config = yaml.safe_load(MAIN.read_text())
+    assert config["search_minutes"] == 4 and config["search"]["proxy_epochs"] == 1
 
 
 @pytest.mark.parametrize(
