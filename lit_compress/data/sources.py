@@ -11,7 +11,7 @@ from pathlib import Path
 
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-from lit_compress.data.embedded import EMBEDDED_DATA, TextMode, load_bbc_news
+from lit_compress.data.embedded import EMBEDDED_DATA, ROTTEN_TOMATOES, TextMode, load_bbc_news, load_rotten_tomatoes
 from lit_compress.data.splits import stratified_split
 from lit_compress.errors import InputNotFoundError, UserInputError
 
@@ -24,7 +24,7 @@ class DataSource:
     """Which data to load and how to read it.
 
     Attributes:
-        name: ``"embedded:bbc_news"`` (offline default), a Hugging Face dataset name (e.g. ``"clinc_oos"``),
+        name: ``"embedded:bbc_news"`` (offline default), ``"embedded:rotten_tomatoes"`` (offline, sentiment), a Hugging Face dataset name (e.g. ``"clinc_oos"``),
             or ``"local"`` to read ``data_files``.
         config_name: Dataset configuration on the hub (e.g. ``"plus"`` for ``clinc_oos``).
         data_files: Local files per split, e.g. ``{"train": "train.csv", "test": "test.csv"}``
@@ -53,8 +53,8 @@ class DataSource:
 
 def load_source(src: DataSource) -> tuple[DatasetDict, list[str] | None]:
     """Load ``src`` into a normalised ``DatasetDict`` and its label names (``None`` when unlabeled)."""
-    if src.name == EMBEDDED_DATA:
-        corpus = load_bbc_news(src.text_mode)
+    if src.name in (EMBEDDED_DATA, ROTTEN_TOMATOES):
+        corpus = load_bbc_news(src.text_mode) if src.name == EMBEDDED_DATA else load_rotten_tomatoes()
         full = Dataset.from_dict({"text": corpus.texts, "label": corpus.labels})
         return _split(full, src), corpus.label_names
     raw = _load_local(src) if src.name == "local" else _load_hub(src)
