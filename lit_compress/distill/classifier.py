@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_compress.distill.base import CompressionModule, apply_labels, model_inputs, resolve_labels
+from lit_compress.distill.losses import labelled_cross_entropy
 from lit_compress.models.hub import EMBEDDED_MODEL, load_classifier
 
 
@@ -52,6 +52,6 @@ class ClassifierModule(CompressionModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         logits = self.model(**model_inputs(batch)).logits
-        loss = F.cross_entropy(logits, batch["labels"])
+        loss = labelled_cross_entropy(logits, batch["labels"])  # -100 rows (augmented/unlabeled) carry no label
         self.log("train/loss", loss, prog_bar=True, batch_size=logits.shape[0])
         return loss
