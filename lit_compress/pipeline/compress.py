@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +72,16 @@ def as_recipe_entry(obj: Any) -> dict[str, Any]:
     return {"class_path": f"{type(obj).__module__}.{type(obj).__qualname__}", "init_args": dataclasses.asdict(obj)}
 
 
-def trim_pair(teacher_dir: Path, student_dir: Path, texts: list[str], min_frequency: int) -> tuple[Any, Any, Any, dict]:
-    """Load teacher and student and trim both vocabularies to the tokens of ``texts`` (same kept ids)."""
+def trim_pair(teacher_dir: Path, student_dir: Path, texts: list[str], min_frequency: int,
+              layers: Sequence[int] | None = None) -> tuple[Any, Any, Any, dict]:  # fmt: skip
+    """Load teacher and student (only its ``layers``, when given) and trim both vocabularies to the tokens of
+    ``texts`` (same kept ids)."""
+    from lit_compress.models.student import student_from_teacher
     from lit_compress.prune.vocab import trim_vocabulary
 
     teacher, student = load_model_dir(teacher_dir), load_model_dir(student_dir)
+    if layers is not None:
+        student = student_from_teacher(student, list(layers))
     tokenizer = load_tokenizer(str(student_dir))
     if min_frequency <= 0:
         return teacher, student, tokenizer, {}
@@ -105,8 +110,10 @@ def with_pruning_ramps(recipe: Mapping[str, Any], steps: int, options: Any) -> d
     return with_callback(recipe, callback, ramps)
 
 
-def prune_stage(ctx: RunContext, plan: StagePlan) -> PrunedModel:
+def prune_stage(ctx: RunContext, plan: StagePlan, layers: Sequence[int] | None = None) -> PrunedModel:
     """Trim the vocabulary, then distil with gradual structured pruning of heads and FFN channels.
+
+    ``layers``: start from these layers of the distilled student (the search's choice), else from all of them.
 
     The trimmed teacher and student are saved as ``prune/teacher`` and ``prune/student_init``; the recipe
     distils between them with the ``StructuredPruning`` callback, whose number-valued ratios become cubic
@@ -120,10 +127,12 @@ def prune_stage(ctx: RunContext, plan: StagePlan) -> PrunedModel:
     out = ctx.stage_dir(stage)
     dm = make_datamodule(plan.recipe["data"], str(ctx.student.model_dir))
     if datamodule_tokenizer(dm) is None:  # images: no vocabulary to trim, distil from the teacher as it is
+        if layers is not None:
+            raise ValueError("prune_stage(layers=...) needs a text student (the search runs on text models).")
         teacher_dir, student_dir, tokenizer, vocab = ctx.teacher.model_dir, ctx.student.model_dir, None, {}
     else:
         teacher, student, tokenizer, vocab = trim_pair(ctx.teacher.model_dir, ctx.student.model_dir,
-                                                        dm.texts("train"), options.vocab_min_frequency)
+                                                        dm.texts("train"), options.vocab_min_frequency, layers)
         teacher_dir = Path(save_model_dir(teacher, out / "teacher", tokenizer=tokenizer))
         student_dir = Path(save_model_dir(student, out / "student_init", tokenizer=tokenizer))
     recipe = seeded(fill(plan.recipe, out, tokenizer=teacher_dir, teacher=teacher_dir, student=student_dir))

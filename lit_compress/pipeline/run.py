@@ -269,16 +269,19 @@ def check_search(plan: Plan, minutes: float, options: SearchOptions | None) -> t
 def _train(ctx: RunContext, plan: Plan, resolved: dict[str, Any], search: tuple[float, SearchOptions] | None) -> None:
     from lit_compress.pipeline.compress import prune_stage, qat_stage, qat_schemes
 
-    ctx.teacher = teacher_stage(ctx, plan.training["teacher"])
-    if search is not None:
-        from lit_compress.pipeline.search import apply_candidate, search_stage
+    from lit_compress.pipeline.search import apply_candidate, search_stage, with_search_student
 
+    ctx.teacher = teacher_stage(ctx, plan.training["teacher"])
+    if search is not None:  # distil the deepest student of the space; the trials keep layers of it
+        plan = with_search_student(plan, search[1].space, ctx.teacher.model_dir)
+    ctx.student = distill_stage(ctx, plan.training["distill"])
+    layers = None
+    if search is not None:
         minutes, options = search
         ctx.search = search_stage(ctx, plan, options, minutes, plan.accuracy_budget)
-        plan = apply_candidate(plan, ctx.search.candidate, options.space)
-    ctx.student = distill_stage(ctx, plan.training["distill"])
+        plan, layers = apply_candidate(plan, ctx.search.candidate, options.space), ctx.search.candidate.layers
     if plan.runs("prune"):
-        ctx.pruned = prune_stage(ctx, plan.training["prune"])
+        ctx.pruned = prune_stage(ctx, plan.training["prune"], layers)
     if plan.runs("qat"):
         qat = plan.training["qat"]
         for scheme in qat_schemes(ctx, qat, plan.export):

@@ -1,8 +1,11 @@
 """The main job's ``search`` stage: Optuna finds the compression recipe within the accuracy budget.
 
-Each trial is the prune stage in miniature: a student built from the chosen teacher layers of the (vocabulary
-trimmed) teacher, distilled with the chosen temperature/alpha (and augmented text, when chosen) while
-``StructuredPruning`` ramps to the chosen head/FFN ratios, for ``proxy_epochs``. Teacher logits are computed
+The distill stage distils the deepest student of the space (its layers spread over the teacher's). Each trial is
+then the prune stage in miniature: the chosen layers of that distilled student (vocabulary trimmed), distilled
+from the (trimmed) teacher with the chosen temperature/alpha (and augmented text, when chosen) while
+``StructuredPruning`` ramps to the chosen head/FFN ratios, for ``proxy_epochs``. Starting shallower candidates
+from distilled layers (progressive layer dropping) keeps a short trial from rewarding depth merely because a
+deeper copy of the teacher needs less recovery. Teacher logits are computed
 once and shared by every trial. A trial is scored on validation accuracy, the p50 single-query latency of
 its pruned student (torch fp32, 1 thread, the median-length validation text) and the size of its weights; the
 study (three objectives, TPE) lives in ``search/study.db`` so a resumed run continues it. A running trial is
@@ -145,12 +148,22 @@ def _run(study: Any, factory: Any, options: SearchOptions, minutes: float) -> No
     import optuna
 
     left = minutes * 60.0 - _elapsed(study)
-    finished = lambda: [t for t in study.trials if t.state.is_finished()]  # noqa: E731
-    start = time.monotonic()
-    while left - (time.monotonic() - start) > 0:
+    finished = lambda: [t for t in study.trials if t.state.is_finished() and "repeat_of" not in t.user_attrs]  # noqa: E731
+    start, repeats = time.monotonic(), 0
+    while left - (time.monotonic() - start) > 0 and repeats < MAX_REPEATS:
         if options.max_trials is not None and len(finished()) >= options.max_trials:
             break
         trial = study.ask(factory.distributions(options.space))
+        seen = _same_params(study, trial)
+        if seen is not None:  # the sampler proposed a finished candidate again: its result, not a retraining
+            repeats += 1
+            trial.set_user_attr("repeat_of", seen.number)
+            if seen.state == optuna.trial.TrialState.COMPLETE:
+                study.tell(trial, seen.values)
+            else:
+                study.tell(trial, state=seen.state)
+            continue
+        repeats = 0
         try:
             values = factory.run(trial, _curves(study))
         except optuna.TrialPruned:
@@ -159,11 +172,22 @@ def _run(study: Any, factory: Any, options: SearchOptions, minutes: float) -> No
         study.tell(trial, values)
 
 
+#: Consecutive proposals of finished candidates after which the (small, categorical) space counts as exhausted.
+MAX_REPEATS = 20
+
+
+def _same_params(study: Any, trial: Any) -> Any:
+    """A finished trial (complete or pruned, not itself a repeat) with the same parameters as ``trial``."""
+    return next((t for t in study.trials if t.number != trial.number and t.state.is_finished()
+                 and "repeat_of" not in t.user_attrs and t.params == trial.params), None)  # fmt: skip
+
+
 def _curves(study: Any) -> list[tuple[Candidate, list[float]]]:
     """The validation-accuracy curves of the finished trials (for Pareto pruning)."""
     return [(Candidate(**{**t.user_attrs["candidate"], "layers": tuple(t.user_attrs["candidate"]["layers"])}),
              list(t.user_attrs.get("curve", [])))
-            for t in study.trials if t.state.is_finished() and "candidate" in t.user_attrs]  # fmt: skip
+            for t in study.trials if t.state.is_finished() and "candidate" in t.user_attrs
+            and "repeat_of" not in t.user_attrs]  # fmt: skip
 
 
 def _scored(study: Any) -> list[Scored]:
@@ -171,7 +195,7 @@ def _scored(study: Any) -> list[Scored]:
 
     out = []
     for t in study.trials:
-        if t.state == optuna.trial.TrialState.COMPLETE:
+        if t.state == optuna.trial.TrialState.COMPLETE and "repeat_of" not in t.user_attrs:
             cand = t.user_attrs["candidate"]
             out.append(Scored(t.number, Candidate(**{**cand, "layers": tuple(cand["layers"])}), *t.values))
     return out
@@ -188,10 +212,11 @@ def _conclude(study: Any, factory: Any, budget: float, out: Path) -> SearchResul
     threshold = budget_threshold(factory.teacher_accuracy, reference, budget)
     pick = choose(scored, threshold)
     front = pareto_front(scored)
-    curves = [t.user_attrs.get("curve", []) for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    curves = [t.user_attrs.get("curve", []) for t in study.trials
+              if t.state == optuna.trial.TrialState.COMPLETE and "repeat_of" not in t.user_attrs]  # fmt: skip
     full = [c for c in curves if len(c) >= 2]
     rho = spearman([c[len(c) // 2 - 1] for c in full], [c[-1] for c in full]) if len(full) >= 3 else None
-    pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
+    pruned = sum(t.state == optuna.trial.TrialState.PRUNED and "repeat_of" not in t.user_attrs for t in study.trials)
     write_text_atomic(out / "front.md", front_markdown(front, pick.chosen, threshold, factory.teacher_accuracy))
     print(f"[{STAGE}] {len(scored)} trial(s) complete, {pruned} pruned; chosen trial {pick.chosen.number}: "
           f"{pick.chosen.candidate.as_dict()} — {pick.reason}")
@@ -217,21 +242,33 @@ def front_markdown(front: list[Scored], chosen: Scored, threshold: float, teache
     return "\n".join(lines) + "\n"
 
 
+def with_search_student(plan: Plan, space: CompressionSpace, teacher_dir: Path) -> Plan:
+    """The plan whose distill stage builds the deepest student of ``space`` from the teacher's layers, spread
+    from the first to the last (:func:`~lit_compress.tune.compression.spread_layers`)."""
+    from lit_compress.models.io import load_model_dir
+    from lit_compress.models.student import model_depth
+    from lit_compress.tune.compression import spread_layers
+
+    depth = model_depth(load_model_dir(teacher_dir))
+    layers = list(spread_layers(max((d for d in space.depths if d <= depth), default=depth), depth))
+    distill = plan.training["distill"]
+    recipe = deep_merge(distill.recipe, {"model": {"init_args": {"student_layers": layers}}})
+    return dataclasses.replace(plan, training={**plan.training, "distill": StagePlan("distill", recipe, distill.options)})
+
+
 def apply_candidate(plan: Plan, candidate: Candidate, space: CompressionSpace) -> Plan:
-    """The plan with the candidate written into its stages' recipes: ``student_layers`` (distill), the pruning
-    ratios (prune), temperature and alpha (every distillation stage), augmented text (distill and prune)."""
+    """The plan with the candidate written into the later stages' recipes: the pruning ratios (prune),
+    temperature and alpha (prune and QAT), augmented text (prune). Its layers (of the distilled student) are
+    given to the prune stage directly."""
     from lit_compress.pipeline.compress import STRUCTURED_PRUNING, with_callback
 
     loss = {"model": {"init_args": {"temperature": candidate.temperature, "alpha": candidate.alpha}}}
     data = {"data": {"init_args": {"augment": dict(space.augmentation)}}} if candidate.augment else {}
     training = dict(plan.training)
-    for name in ("distill", "prune", "qat"):
+    for name in ("prune", "qat"):
         recipe = deep_merge(plan.training[name].recipe, loss)
-        if name == "distill":
-            recipe = deep_merge(recipe, {"model": {"init_args": {"student_layers": list(candidate.layers)}}})
-        if name in ("distill", "prune"):
-            recipe = deep_merge(recipe, data)
         if name == "prune":
+            recipe = deep_merge(recipe, data)
             recipe = with_callback(recipe, STRUCTURED_PRUNING, lambda a: a.update(
                 head_pruning_ratio=candidate.head_ratio, ffn_pruning_ratio=candidate.ffn_ratio))
         training[name] = StagePlan(name, recipe, plan.training[name].options)

@@ -1,8 +1,11 @@
-"""One proxy trial of the search stage: the prune stage's recipe, shortened, on a student of the chosen layers.
+"""One proxy trial of the search stage: the prune stage's recipe, shortened, on the chosen layers of the student.
 
-Trials distil from the teacher with the vocabulary trimmed once (as the prune stage will trim it), so every trial's
-student is built with the trimmed vocabulary and the teacher's logits, computed by the first trial, are reused by
-the others (:class:`~lit_compress.distill.cache.TeacherLogitCache`; its fingerprints catch any changed row).
+The distill stage has distilled the deepest student of the space; a trial keeps the chosen layers of it (progressive
+layer dropping: a shallower candidate starts from distilled layers, so a short trial ranks depths as the full
+stages do, instead of rewarding depth for needing less recovery). Teacher and student are trimmed to the training
+vocabulary once (as the prune stage will trim them), and the teacher's logits, computed by the first trial, are
+reused by the others (:class:`~lit_compress.distill.cache.TeacherLogitCache`; its fingerprints catch any changed
+row).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class TrialFactory:
     prune_options: Any
     out: Path
     teacher_dir: Path
+    student_dir: Path
     teacher_accuracy: float
     num_layers: int
     margin: float
@@ -62,27 +66,27 @@ class TrialFactory:
 
     @classmethod
     def prepare(cls, ctx: RunContext, prune: StagePlan, options: Any, out: Path) -> TrialFactory:
-        """Trim the teacher's vocabulary once (to the training texts, augmented ones included when the space may
-        augment), save it as ``search/teacher`` and measure its validation accuracy."""
-        from lit_compress.models.hub import load_tokenizer
-        from lit_compress.models.io import load_model_dir, save_model_dir
+        """Trim teacher and distilled student to the training vocabulary once (augmented texts included when the
+        space may augment), save them as ``search/teacher`` and ``search/student``, measure the teacher on
+        validation."""
+        from lit_compress.models.io import save_model_dir
         from lit_compress.models.student import model_depth
+        from lit_compress.pipeline.compress import trim_pair
         from lit_compress.pipeline.search import trainer_overrides
         from lit_compress.pipeline.training import make_datamodule
-        from lit_compress.prune.vocab import trim_vocabulary
 
-        assert ctx.teacher is not None
+        assert ctx.teacher is not None and ctx.student is not None
         space: CompressionSpace = options.space
         data = _with_augment(prune.recipe["data"], dict(space.augmentation) if True in space.augment else None)
-        dm = make_datamodule(data, str(ctx.teacher.model_dir))
-        teacher, tokenizer = load_model_dir(ctx.teacher.model_dir), load_tokenizer(str(ctx.teacher.model_dir))
-        if prune.options.vocab_min_frequency > 0:
-            tokenizer, _ = trim_vocabulary(teacher, tokenizer, dm.texts("train"),
-                                           min_frequency=prune.options.vocab_min_frequency)  # fmt: skip
+        dm = make_datamodule(data, str(ctx.student.model_dir))
+        teacher, student, tokenizer, _ = trim_pair(ctx.teacher.model_dir, ctx.student.model_dir, dm.texts("train"),
+                                                   prune.options.vocab_min_frequency)  # fmt: skip
         teacher_dir = Path(save_model_dir(teacher, out / "teacher", tokenizer=tokenizer))
+        student_dir = Path(save_model_dir(student, out / "student", tokenizer=tokenizer))
         accuracy = validation_accuracy(teacher, make_datamodule(prune.recipe["data"], str(teacher_dir)))
-        print(f"[search] teacher validation accuracy {accuracy:.4f} ({model_depth(teacher)} layers)")
-        return cls(dict(prune.recipe), prune.options, out, teacher_dir, accuracy, model_depth(teacher),
+        print(f"[search] teacher validation accuracy {accuracy:.4f}; trials keep layers of the distilled "
+              f"{model_depth(student)}-layer student")
+        return cls(dict(prune.recipe), prune.options, out, teacher_dir, student_dir, accuracy, model_depth(student),
                    options.prune_margin, trainer_overrides(options), dict(space.augmentation))  # fmt: skip
 
     def distributions(self, space: CompressionSpace) -> dict[str, Any]:
@@ -98,13 +102,23 @@ class TrialFactory:
 
         base = deep_merge(self.base, self.overrides)
         base["data"] = _with_augment(base["data"], self.augmentation if candidate.augment else None)
-        base = deep_merge(base, {"model": {"init_args": {"student_layers": list(candidate.layers), "student": None,
-                                                         "temperature": candidate.temperature, "alpha": candidate.alpha}}})
+        student = self.student_init(candidate, trial_dir)
+        base = deep_merge(base, {"model": {"init_args": {"student": str(student), "temperature": candidate.temperature,
+                                                         "alpha": candidate.alpha}}})
         base = with_callback(base, STRUCTURED_PRUNING, lambda a: a.update(
             head_pruning_ratio=candidate.head_ratio, ffn_pruning_ratio=candidate.ffn_ratio))
-        recipe = seeded(fill(base, trial_dir, tokenizer=self.teacher_dir, teacher=self.teacher_dir))
+        recipe = seeded(fill(base, trial_dir, tokenizer=self.teacher_dir, teacher=self.teacher_dir, student=student))
         recipe["trainer"]["logger"] = False
         return with_pruning_ramps(recipe, stage_steps(base, self.teacher_dir), self.prune_options)
+
+    def student_init(self, candidate: Candidate, trial_dir: Path) -> Path:
+        """The candidate's layers of the trimmed distilled student, saved as ``trial_dir/student_init``."""
+        from lit_compress.models.hub import load_tokenizer
+        from lit_compress.models.io import load_model_dir, save_model_dir
+        from lit_compress.models.student import student_from_teacher
+
+        student = student_from_teacher(load_model_dir(self.student_dir), list(candidate.layers))
+        return Path(save_model_dir(student, trial_dir / "student_init", tokenizer=load_tokenizer(str(self.student_dir))))
 
     def run(self, trial: Any, others: Sequence[tuple[Candidate, Sequence[float]]]) -> tuple[float, float, float]:
         """Train the trial; return (validation accuracy, p50 latency ms, size MB). Raises ``TrialPruned``."""
@@ -130,6 +144,7 @@ class TrialFactory:
             if cli.model.cache is not None:
                 self.cache_state = cli.model.cache.state_dict()
         latency, size = measure_student(cli.model.student, cli.datamodule, trial_dir / "model")
+        shutil.rmtree(trial_dir / "student_init", ignore_errors=True)
         print(f"[search] trial {trial.number}: {candidate.as_dict()} -> val acc {curve.curve[-1]:.4f}, "
               f"p50 {latency:.3f} ms, {size:.2f} MB")
         return curve.curve[-1], latency, size

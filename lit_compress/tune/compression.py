@@ -32,7 +32,8 @@ class CompressionSpace:
     """What the search may choose (each a list of choices; a single choice fixes it).
 
     Attributes:
-        depths: Student depths (teacher layers kept, spread by :func:`spread_layers`).
+        depths: Student depths. The main job distils a student of the deepest (teacher layers spread by
+            :func:`spread_layers`); a candidate keeps that many of its layers, spread the same way.
         head_ratios: Fractions of each layer's attention heads pruned.
         ffn_ratios: Fractions of each layer's FFN channels pruned.
         temperatures: Distillation temperatures ``T``.

@@ -65,11 +65,11 @@ def test_main_yaml_declares_shared_keys_once_and_every_stage_gets_them() -> None
 
 
 def test_main_yaml_keeps_the_hyper_parameters_of_the_embedded_default() -> None:
-    """teacher <= 8 epochs (early stopping on val/loss, patience 2) lr 1e-4; distill [0, 5] 4 epochs; prune 0.5/0.75
+    """teacher <= 6 epochs (early stopping on val/loss, patience 2) lr 1e-4; distill [0, 5] 4 epochs; prune 0.5/0.75
     taylor to 0.6 of 5 epochs; QAT 2 epochs in the faster scheme; 4 minutes of search within 1 point."""
     plan = main_plan()
     epochs = {n: plan.training[n].recipe["trainer"]["max_epochs"] for n in ("teacher", "distill", "prune", "qat")}
-    assert epochs == {"teacher": 8, "distill": 4, "prune": 5, "qat": 2}
+    assert epochs == {"teacher": 6, "distill": 4, "prune": 5, "qat": 2}
     stopping = plan.training["teacher"].options.early_stopping
     assert (stopping.monitor, stopping.mode, stopping.patience) == ("val/loss", "min", 2)
     assert plan.training["distill"].recipe["model"]["init_args"]["student_layers"] == [0, 5]

@@ -30,13 +30,14 @@ def test_search_chooses_a_recipe_and_the_stages_use_it(tmp_path, csv_files, tiny
     record = json.loads((run / "search" / "stage.json").read_text())
     assert record["trials"] + record["pruned"] == 3
     chosen = record["candidate"]
-    # the first trial is the least compressed candidate (it calibrates the proxies)
-    first = yaml.safe_load((run / "search" / "trials" / "trial_0000" / "recipe.yaml").read_text())
-    assert first["model"]["init_args"]["student_layers"] == [0, 1]
+    # the distill stage distils the deepest student of the space; trials keep layers of it
     distill = yaml.safe_load((run / "distill" / "recipe.yaml").read_text())
-    assert distill["model"]["init_args"]["student_layers"] == chosen["layers"]
-    assert distill["model"]["init_args"]["temperature"] == chosen["temperature"]
+    assert distill["model"]["init_args"]["student_layers"] == [0, 1]
+    first = yaml.safe_load((run / "search" / "trials" / "trial_0000" / "recipe.yaml").read_text())
+    assert first["model"]["init_args"]["student"] == str(run / "search" / "trials" / "trial_0000" / "student_init")
+    assert first["model"]["init_args"]["teacher"] == str(run / "search" / "teacher")
     prune = yaml.safe_load((run / "prune" / "recipe.yaml").read_text())
+    assert prune["model"]["init_args"]["temperature"] == chosen["temperature"]
     ramps = next(c for c in prune["trainer"]["callbacks"] if c["class_path"].endswith("StructuredPruning"))["init_args"]
     assert ramps["head_pruning_ratio"]["init_args"]["final_sparsity"] == chosen["head_ratio"]
     assert ramps["ffn_pruning_ratio"]["init_args"]["final_sparsity"] == chosen["ffn_ratio"]
