@@ -92,8 +92,8 @@ class RestoreBestWeights(L.Callback):
         self.history: list[dict[str, float]] = []
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
-            return
+        if trainer.sanity_checking or trainer.state.fn != "fit" or self.monitor not in trainer.callback_metrics:
+            return  # a trainer.validate() after fitting is not an epoch of the curve
         row = {"epoch": float(trainer.current_epoch), "step": float(trainer.global_step)}
         row.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
         self.history.append(row)

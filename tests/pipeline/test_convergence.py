@@ -43,6 +43,8 @@ def test_stops_after_patience_and_restores_the_best_epoch(tmp_path) -> None:
     assert len(module.weights) == 4, "epoch 1 was best; epochs 2 and 3 did not improve: stop after epoch 3"
     assert torch.equal(module.net.weight, module.weights[1]) and not torch.equal(module.weights[1], module.weights[3])
     assert best.summary() == {"monitor": "val/loss", "best_epoch": 1, "best": 1.0, "epochs": 4}
+    trainer.validate(module, loader, verbose=False)
+    assert len(best.history) == 4, "a validate() after fitting adds no epoch to the curve"
     assert curve_csv(best.history).splitlines()[:3] == ["epoch,step,val/acc,val/loss", "0,2,-2,3", "1,4,0,1"]
     state = best.state_dict()
     again = RestoreBestWeights("val/loss")
