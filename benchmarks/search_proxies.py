@@ -1,8 +1,8 @@
 """Do the search's short trials rank candidates as the full stages would? Spearman's rho, proxy vs full.
 
-Takes a finished main-job run (its ``search/`` study and ``teacher/`` stage), re-trains ``--k`` of its complete
-trials with the full ``distill`` + ``prune`` stages of the run's config (each in ``<out>/trial_<n>/``, the teacher
-reused), and prints, side by side, each candidate's proxy validation accuracy and the full stages' validation
+Takes a finished main-job run (its ``search/`` study, ``teacher/`` and ``distill/`` stages), re-trains ``--k`` of its
+complete trials with the run's full ``prune`` stage (each in ``<out>/trial_<n>/``, the teacher and the distilled
+student reused, as the main job does after its search), and prints, side by side, each candidate's proxy validation accuracy and the full stages' validation
 accuracy of the pruned student, with Spearman's rank correlation between the two (and between the proxies'
 half-way and final checks, which the trial pruning relies on). Validation split only; the test split is not read.
 
@@ -70,7 +70,7 @@ def _spread(trials: list, k: int) -> list:
 
 
 def _full_run(config, candidate, options, run: Path, out: Path, build_plan, apply_candidate, RunContext):
-    """The run's distill + prune stages with ``candidate``, the teacher stage copied from ``run``."""
+    """The run's prune stage with ``candidate`` (its layers of the distilled student), teacher and distill copied."""
     from lit_compress.pipeline.compress import prune_stage
     from lit_compress.pipeline.stages import distill_stage, teacher_stage
     from lit_compress.pipeline.trials import validation_accuracy
@@ -80,17 +80,18 @@ def _full_run(config, candidate, options, run: Path, out: Path, build_plan, appl
     sections = {name: _recipe_only(config[name]) for name in ("teacher", "distill", "prune", "qat")}
     plan = build_plan(["teacher", "distill", "prune"], {}, sections, {}, None, config.get("accuracy_budget", 1.0))
     plan = apply_candidate(plan, candidate, options.space)
-    if not (out / "teacher").exists():
-        out.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(run / "teacher", out / "teacher")
-        record = json.loads((out / "teacher" / "stage.json").read_text())
-        record["model_dir"] = str(out / "teacher" / "model")
-        (out / "teacher" / "stage.json").write_text(json.dumps(record))
+    for stage in ("teacher", "distill"):
+        if not (out / stage).exists():
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(run / stage, out / stage)
+            record = json.loads((out / stage / "stage.json").read_text())
+            record["model_dir"] = str(out / stage / "model")
+            (out / stage / "stage.json").write_text(json.dumps(record))
     ctx = RunContext(run_dir=out, resume=True)
     start = time.monotonic()
     ctx.teacher = teacher_stage(ctx, plan.training["teacher"])
     ctx.student = distill_stage(ctx, plan.training["distill"])
-    ctx.pruned = prune_stage(ctx, plan.training["prune"])
+    ctx.pruned = prune_stage(ctx, plan.training["prune"], candidate.layers)
     dm = make_datamodule(plan.training["prune"].recipe["data"], str(ctx.pruned.model_dir))
     return validation_accuracy(load_model_dir(ctx.pruned.model_dir), dm), time.monotonic() - start
 

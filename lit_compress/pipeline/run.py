@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 from collections.abc import Mapping
@@ -126,7 +127,8 @@ def run_pipeline(
     created = not ctx.run_dir.exists()
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        resolved = save_resolved_config(ctx.run_dir, plan, run_dir=run_dir, threads=threads)
+        searched = {"search_minutes": search_plan[0], "search": dataclasses.asdict(search_plan[1])} if search_plan else {}
+        resolved = save_resolved_config(ctx.run_dir, plan, run_dir=run_dir, threads=threads, **searched)
         _train(ctx, plan, resolved, search_plan)
     except UserInputError:
         if created:

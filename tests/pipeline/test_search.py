@@ -1,6 +1,8 @@
 """The search stage on the tiny model: trials, the study on disk, the chosen recipe applied to the later stages."""
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -52,3 +54,13 @@ def test_search_chooses_a_recipe_and_the_stages_use_it(tmp_path, csv_files, tiny
     # a resumed run reuses the finished search (no new trials)
     again = run_pipeline(run_dir=str(run), resume=True, **search_run(csv_files, tiny_model_dir))
     assert json.loads((run / "search" / "stage.json").read_text()) == record and again.final == results.final
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["search_minutes"] == 5.0 and config["search"]["space"]["depths"] == [1, 2]
+    # benchmarks/search_proxies.py re-trains complete trials with the full prune stage and ranks them
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import search_proxies
+
+    assert search_proxies.main(["--run_dir", str(run), "--k", "2", "--out", str(tmp_path / "check")]) == 0
+    check = json.loads((tmp_path / "check" / "proxy_check.json").read_text())
+    assert len(check["rows"]) == 2 and all(0.0 <= r["full_val_acc"] <= 1.0 for r in check["rows"])
+    assert (tmp_path / "check" / f"trial_{check['rows'][0]['trial']:04d}" / "prune" / "stage.json").is_file()
