@@ -15,15 +15,16 @@ from typing import Any
 
 
 def spread_layers(depth: int, num_layers: int) -> tuple[int, ...]:
-    """``depth`` teacher layers spread evenly from the first to the last: ``round(i · (L − 1) / (depth − 1))``.
+    """``depth`` of ``num_layers`` layers spread evenly from the first to the last: ``round(i · (L − 1) / (depth − 1))``.
 
-    One layer keeps the first (the lowest layers carry the most general features; DistilBERT and the book copy
-    from the bottom); two keep the first and the last (the fixed recipe's ``[0, 5]`` of six layers).
+    Two keep the first and the last (the fixed recipe's ``[0, 5]`` of six layers). One keeps the last: the layer
+    the classifier was trained on (measured on the distilled 3-layer BBC student: its last layer alone classifies
+    73 % of the validation articles before any training, its first alone 19 %, which one epoch did not repair).
     """
     if not 1 <= depth <= num_layers:
         raise ValueError(f"a student of {depth} layers cannot be taken from a teacher of {num_layers}.")
     if depth == 1:
-        return (0,)
+        return (num_layers - 1,)
     return tuple(sorted({round(i * (num_layers - 1) / (depth - 1)) for i in range(depth)}))
 
 

@@ -17,7 +17,7 @@ from lit_compress.tune.compression import (
 )
 
 
-@pytest.mark.parametrize(("depth", "layers"), [(1, (0,)), (2, (0, 5)), (3, (0, 2, 5)), (4, (0, 2, 3, 5)), (6, tuple(range(6)))])
+@pytest.mark.parametrize(("depth", "layers"), [(1, (5,)), (2, (0, 5)), (3, (0, 2, 5)), (4, (0, 2, 3, 5)), (6, tuple(range(6)))])
 def test_layers_are_spread_from_first_to_last(depth, layers) -> None:
     # round(i * 5 / (depth - 1)): depth 3 -> 0, 2.5 -> 2 (banker's rounding), 5
     assert spread_layers(depth, 6) == layers
