@@ -27,7 +27,7 @@ def test_latency_stats_match_numpy():
     assert stats["mean_ms"] == pytest.approx(ms.sum() / ms.size)
     assert stats["std_ms"] == pytest.approx(np.sqrt(((ms - ms.mean()) ** 2).mean()))
     order = np.sort(ms)
-    for q in (50, 95, 99):  # linear interpolation between order statistics at rank q/100 * (n - 1)
+    for q in (50, 90, 95, 99):  # linear interpolation between order statistics at rank q/100 * (n - 1)
         rank = q / 100 * (ms.size - 1)
         lo, frac = int(rank), rank - int(rank)
         expected = order[lo] + frac * (order[min(lo + 1, ms.size - 1)] - order[lo])
