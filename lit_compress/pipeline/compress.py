@@ -182,7 +182,6 @@ def qat_schemes(ctx: RunContext, plan: StagePlan, export: ExportPlan) -> tuple[s
 
 def _measure_schemes(ctx: RunContext, plan: StagePlan, export: ExportPlan) -> dict[str, Any]:
     from lit_compress.bench.measure import fixed_threads, latency_stats, time_calls
-    from lit_compress.export.api import export_model
     from lit_compress.export.manifest import MANIFEST_NAME
     from lit_compress.export.predictor import Predictor
     from lit_compress.quant.targets import cpu_features, resolve_target
@@ -190,11 +189,14 @@ def _measure_schemes(ctx: RunContext, plan: StagePlan, export: ExportPlan) -> di
     out = ctx.stage_dir(SCHEME_STAGE)
     student = ctx.latest_student.model_dir
     dm = make_datamodule(plan.recipe["data"], str(student))
-    export_model(str(student), str(out), formats=list(SCHEME_KINDS.values()),
+    from lit_compress.pipeline.deploy import export_gated
+
+    export_gated(str(student), out, list(SCHEME_KINDS.values()),
                  calibration_examples=dm.examples("train")[: export.calibration_size],
                  parity_examples=gate_examples(dm, export.int8_gate.min_texts), max_length=getattr(dm, "max_length", 128),
                  **{"int8_gate": export.int8_gate, **export.options})  # fmt: skip
-    index = json.loads((out / MANIFEST_NAME).read_text())["artifacts"]
+    manifest = out / MANIFEST_NAME
+    index = json.loads(manifest.read_text())["artifacts"] if manifest.is_file() else {}
     examples = sorted(dm.examples("validation"), key=len)
     query = examples[len(examples) // 2]
     latency: dict[str, float] = {}
@@ -203,8 +205,10 @@ def _measure_schemes(ctx: RunContext, plan: StagePlan, export: ExportPlan) -> di
             if kind in index:
                 predictor = Predictor.from_path(out / index[kind]["dir"], threads=1)
                 latency[scheme] = latency_stats(time_calls(lambda: predictor(query), runs=100, warmup=10))["p50_ms"]
-    if not latency:
-        raise RuntimeError(f"qat.schemes auto: neither int8 kind could be exported (see {out / MANIFEST_NAME}).")
+    if not latency:  # both refused by their gates: dynamic QAT, whose artifact the export stage gates again
+        return {"scheme": "dynamic", "p50_ms": {}, "int8_target": resolve_target(export.target).name,
+                "cpu_flags": list(cpu_features().flags),
+                "reason": "QAT scheme 'dynamic': neither PTQ int8 artifact of the student passed its gate"}
     scheme = min(latency, key=latency.__getitem__)
     figures = ", ".join(f"{s} {v:.3f} ms" for s, v in latency.items())
     target = resolve_target(export.target).name

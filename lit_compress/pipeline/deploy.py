@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,6 @@ def export_stage(ctx: RunContext, data: Mapping[str, Any], plan: ExportPlan, con
     The list follows the variants (student, pruned, QAT) and, within one, the kinds in the order asked; the
     static QAT's Q/DQ artifact (written by its stage) comes last.
     """
-    from lit_compress.export.api import export_model
-
     stage = "export"
     out = ctx.stage_dir(stage)
     jobs: dict[str, tuple[TrainedModel, tuple[str, ...]]] = {}
@@ -53,13 +52,14 @@ def export_stage(ctx: RunContext, data: Mapping[str, Any], plan: ExportPlan, con
         dm = make_datamodule(data, str(ctx.teacher.model_dir))
         calibration = dm.examples("train")[: plan.calibration_size]
         parity = gate_examples(dm, plan.int8_gate.min_texts)  # the validation split (topped up from train)
+        refused: dict[str, dict[str, str]] = {}
         with Stopwatch(ctx, stage):
             for variant, (model, formats) in jobs.items():
-                export_model(str(model.model_dir), str(out / variant), formats=list(formats),
-                             calibration_examples=calibration, parity_examples=parity,
-                             max_length=getattr(dm, "max_length", EXPORT_DEFAULTS["max_length"]), run_config=config,
-                             **{"int8_gate": plan.int8_gate, **plan.options})  # fmt: skip
-        ctx.mark_done(stage, {"seconds": ctx.timings[stage]})
+                refused[variant] = export_gated(
+                    str(model.model_dir), out / variant, formats, calibration_examples=calibration,
+                    parity_examples=parity, max_length=getattr(dm, "max_length", EXPORT_DEFAULTS["max_length"]),
+                    run_config=config, **{"int8_gate": plan.int8_gate, **plan.options})  # fmt: skip
+        ctx.mark_done(stage, {"seconds": ctx.timings[stage], "refused": {k: v for k, v in refused.items() if v}})
     trimmed = bool(ctx.pruned is not None and ctx.pruned.vocabulary)
     artifacts = [a for variant in jobs for a in _exported(out / variant, variant, trimmed)]
     static = next((q for q in ctx.quantized if q.scheme == "static" and q.artifact is not None), None)
@@ -67,6 +67,30 @@ def export_stage(ctx: RunContext, data: Mapping[str, Any], plan: ExportPlan, con
         artifacts.append(Deployable(label(static.variant, "ort-static-int8", trimmed), static.variant,
                                     "ort-static-int8", Path(static.artifact).parent))  # fmt: skip
     return artifacts
+
+
+def export_gated(model_dir: str, out: Path, formats: Sequence[str], **options: Any) -> dict[str, str]:
+    """``export_model`` of ``formats``; a kind refused by its int8 gate is left out (the message kept) and the
+    others are exported again without it, so one artifact that does not compute what its simulating model computes
+    is not shipped, and does not stop the run. Returns kind -> the gate's message for the refused kinds."""
+    from lit_compress.export.api import export_model
+    from lit_compress.export.parity import Int8GateError
+
+    left, refused = list(formats), {}
+    while left:
+        try:
+            export_model(model_dir, str(out), formats=list(left), **options)
+            break
+        except Int8GateError as err:
+            kind = next((k for k in left if str(err).startswith(k)), None)
+            if kind is None:
+                raise
+            refused[kind] = str(err)
+            left.remove(kind)
+            if not (out / kind / "manifest.json").exists():  # what the refused kind had written: not an artifact
+                shutil.rmtree(out / kind, ignore_errors=True)
+            print(f"[export] {out.name} {kind} not shipped, refused by its int8 gate: {err}")
+    return refused
 
 
 def _exported(directory: Path, variant: str, trimmed: bool) -> list[Deployable]:

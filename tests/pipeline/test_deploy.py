@@ -145,3 +145,21 @@ def test_export_checks_parity_on_the_validation_texts(tmp_path, monkeypatch):
     assert seen == [data.examples("validation") + data.examples("train")], "checked on every validation text"
     deploy.export_stage(ctx, DATA, ExportPlan(options={"int8_gate": Int8Gate(min_texts=3)}), {})
     assert seen[-1] == data.examples("validation")
+
+
+def test_an_artifact_refused_by_its_gate_is_left_out_and_the_others_are_exported(tmp_path, monkeypatch, capsys):
+    from lit_compress.export import api
+    from lit_compress.export.parity import Int8GateError
+
+    calls = []
+
+    def fake_export(model_dir, out_dir, *, formats, **options):
+        calls.append(list(formats))
+        if "ort-dynamic-int8" in formats:
+            raise Int8GateError("ort-dynamic-int8 (x/model.onnx): int8 gate failed: argmax agreement 98.44%")
+
+    monkeypatch.setattr(api, "export_model", fake_export)
+    refused = deploy.export_gated("m", tmp_path / "student", ["onnx-fp32", "ort-dynamic-int8", "ort-static-int8"])
+    assert calls == [["onnx-fp32", "ort-dynamic-int8", "ort-static-int8"], ["onnx-fp32", "ort-static-int8"]]
+    assert list(refused) == ["ort-dynamic-int8"] and "98.44%" in refused["ort-dynamic-int8"]
+    assert "student ort-dynamic-int8 not shipped, refused by its int8 gate" in capsys.readouterr().out
