@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or f"{run}_proxy_check")
     config = yaml.safe_load((run / "config.yaml").read_text())
     study = optuna.load_study(study_name="compression", storage=f"sqlite:///{(run / 'search' / 'study.db').resolve()}")
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE
+                and "candidate" in t.user_attrs and "repeat_of" not in t.user_attrs]  # repeats reuse a trial's values
     picked = _spread(sorted(complete, key=lambda t: t.values[0]), args.k)
     options = SearchOptions(**config["search"]) if config.get("search") else SearchOptions()
     rows = []
