@@ -43,8 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     options = SearchOptions(**config["search"]) if config.get("search") else SearchOptions()
     rows = []
     for trial in picked:
-        cand = trial.user_attrs["candidate"]
-        candidate = Candidate(**{**cand, "layers": tuple(cand["layers"])})
+        candidate = Candidate.from_dict(trial.user_attrs["candidate"])
         full, seconds = _full_run(config, candidate, options, run, out / f"trial_{trial.number:04d}", build_plan,
                                   apply_candidate, RunContext)  # fmt: skip
         curve = trial.user_attrs.get("curve", [])

@@ -98,8 +98,7 @@ class SearchResult:
     def from_record(cls, record: Mapping[str, Any]) -> SearchResult:
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in record.items() if k in names}
-        cand = dict(values["candidate"])
-        values["candidate"] = Candidate(**{**cand, "layers": tuple(cand["layers"])})
+        values["candidate"] = Candidate.from_dict(values["candidate"])
         values["front"] = tuple(values.get("front") or ())
         return cls(**values)
 
@@ -184,8 +183,7 @@ def _same_params(study: Any, trial: Any) -> Any:
 
 def _curves(study: Any) -> list[tuple[Candidate, list[float]]]:
     """The validation-accuracy curves of the finished trials (for Pareto pruning)."""
-    return [(Candidate(**{**t.user_attrs["candidate"], "layers": tuple(t.user_attrs["candidate"]["layers"])}),
-             list(t.user_attrs.get("curve", [])))
+    return [(Candidate.from_dict(t.user_attrs["candidate"]), list(t.user_attrs.get("curve", [])))
             for t in study.trials if t.state.is_finished() and "candidate" in t.user_attrs
             and "repeat_of" not in t.user_attrs]  # fmt: skip
 
@@ -196,8 +194,7 @@ def _scored(study: Any) -> list[Scored]:
     out = []
     for t in study.trials:
         if t.state == optuna.trial.TrialState.COMPLETE and "repeat_of" not in t.user_attrs:
-            cand = t.user_attrs["candidate"]
-            out.append(Scored(t.number, Candidate(**{**cand, "layers": tuple(cand["layers"])}), *t.values))
+            out.append(Scored(t.number, Candidate.from_dict(t.user_attrs["candidate"]), *t.values))
     return out
 
 

@@ -109,6 +109,11 @@ class Candidate:
         out["layers"] = list(self.layers)
         return out
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Candidate:
+        """The inverse of :meth:`as_dict` (a trial's ``candidate`` attribute, a ``stage.json`` record)."""
+        return cls(**{**data, "layers": tuple(data["layers"])})
+
 
 @dataclass(frozen=True)
 class Scored:

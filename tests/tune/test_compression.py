@@ -76,3 +76,8 @@ def test_spearman_against_hand_computed_ranks() -> None:
     # ties share their mean rank: y ranks 1.5, 1.5, 3 -> Pearson of (1,2,3) and (1.5,1.5,3)
     assert spearman([1, 2, 3], [5, 5, 7]) == pytest.approx(math.sqrt(3) / 2)
     assert math.isnan(spearman([1, 2], [1, 2]))
+
+
+def test_a_candidate_round_trips_through_its_record() -> None:
+    c = cand(2, 0.5, 0.75)
+    assert c.as_dict()["layers"] == [0, 5] and Candidate.from_dict(c.as_dict()) == c
