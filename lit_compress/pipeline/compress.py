@@ -181,40 +181,33 @@ def qat_schemes(ctx: RunContext, plan: StagePlan, export: ExportPlan) -> tuple[s
 
 
 def _measure_schemes(ctx: RunContext, plan: StagePlan, export: ExportPlan) -> dict[str, Any]:
-    from lit_compress.bench.measure import fixed_threads, latency_stats, time_calls
     from lit_compress.export.manifest import MANIFEST_NAME
-    from lit_compress.export.predictor import Predictor
+    from lit_compress.pipeline.deploy import export_gated
+    from lit_compress.pipeline.trials import predictor_p50_ms
     from lit_compress.quant.targets import cpu_features, resolve_target
+    from lit_compress.tune.objective import median_text
 
     out = ctx.stage_dir(SCHEME_STAGE)
     student = ctx.latest_student.model_dir
     dm = make_datamodule(plan.recipe["data"], str(student))
-    from lit_compress.pipeline.deploy import export_gated
-
     export_gated(str(student), out, list(SCHEME_KINDS.values()),
                  calibration_examples=dm.examples("train")[: export.calibration_size],
                  parity_examples=gate_examples(dm, export.int8_gate.min_texts), max_length=getattr(dm, "max_length", 128),
                  **{"int8_gate": export.int8_gate, **export.options})  # fmt: skip
     manifest = out / MANIFEST_NAME
     index = json.loads(manifest.read_text())["artifacts"] if manifest.is_file() else {}
-    examples = sorted(dm.examples("validation"), key=len)
-    query = examples[len(examples) // 2]
-    latency: dict[str, float] = {}
-    with fixed_threads(1):
-        for scheme, kind in SCHEME_KINDS.items():
-            if kind in index:
-                predictor = Predictor.from_path(out / index[kind]["dir"], threads=1)
-                latency[scheme] = latency_stats(time_calls(lambda: predictor(query), runs=100, warmup=10))["p50_ms"]
+    query = median_text(dm.examples("validation"))
+    latency = {scheme: predictor_p50_ms(out / index[kind]["dir"], query, runs=100, warmup=10)
+               for scheme, kind in SCHEME_KINDS.items() if kind in index}  # fmt: skip
+    target = resolve_target(export.target).name
+    record = {"p50_ms": latency, "int8_target": target, "cpu_flags": list(cpu_features().flags)}
     if not latency:  # both refused by their gates: dynamic QAT, whose artifact the export stage gates again
-        return {"scheme": "dynamic", "p50_ms": {}, "int8_target": resolve_target(export.target).name,
-                "cpu_flags": list(cpu_features().flags),
+        return {**record, "scheme": "dynamic",
                 "reason": "QAT scheme 'dynamic': neither PTQ int8 artifact of the student passed its gate"}
     scheme = min(latency, key=latency.__getitem__)
     figures = ", ".join(f"{s} {v:.3f} ms" for s, v in latency.items())
-    target = resolve_target(export.target).name
-    return {"scheme": scheme, "p50_ms": latency, "int8_target": target, "cpu_flags": list(cpu_features().flags),
-            "reason": f"QAT scheme {scheme!r}: the faster int8 artifact of the student on this CPU "
-                      f"(target {target}; p50 {figures})"}  # fmt: skip
+    return {**record, "scheme": scheme, "reason": f"QAT scheme {scheme!r}: the faster int8 artifact of the student "
+                                                  f"on this CPU (target {target}; p50 {figures})"}  # fmt: skip
 
 
 def qat_stage(ctx: RunContext, plan: StagePlan, scheme: str, export: ExportPlan, config: Mapping[str, Any]

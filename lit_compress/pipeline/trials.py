@@ -180,19 +180,25 @@ def validation_accuracy(model: torch.nn.Module, dm: Any, split: str = "validatio
 def measure_student(model: torch.nn.Module, dm: Any, model_dir: Path, runs: int = 60) -> tuple[float, float]:
     """p50 single-query latency (ms, torch fp32 through the deployment ``Predictor``, 1 thread, the median-length
     validation text) and the size of the saved weights (MB); the saved directory is removed afterwards."""
-    from lit_compress.bench.measure import fixed_threads, latency_stats, time_calls
     from lit_compress.export.files import artifact_files, size_bytes
-    from lit_compress.export.predictor import Predictor
     from lit_compress.models.io import save_model_dir
+    from lit_compress.tune.objective import median_text
 
     save_model_dir(model, model_dir, tokenizer=dm.tokenizer)
     try:
         size = size_bytes(artifact_files(model_dir)) / 2**20
-        texts = sorted(dm.texts("validation"), key=len)
-        query = texts[len(texts) // 2]
-        with fixed_threads(1):
-            predictor = Predictor.from_path(model_dir, threads=1)
-            stats = latency_stats(time_calls(lambda: predictor(query), runs=runs, warmup=5))
+        latency = predictor_p50_ms(model_dir, median_text(dm.texts("validation")), runs=runs, warmup=5)
     finally:
         shutil.rmtree(model_dir, ignore_errors=True)
-    return float(stats["p50_ms"]), float(size)
+    return latency, float(size)
+
+
+def predictor_p50_ms(path: Path, query: Any, runs: int, warmup: int) -> float:
+    """p50 latency (ms) of ``query`` through the deployment ``Predictor`` of the artifact or model at ``path``,
+    1 thread (torch and ORT), after ``warmup`` untimed calls."""
+    from lit_compress.bench.measure import fixed_threads, latency_stats, time_calls
+    from lit_compress.export.predictor import Predictor
+
+    with fixed_threads(1):
+        predictor = Predictor.from_path(path, threads=1)
+        return float(latency_stats(time_calls(lambda: predictor(query), runs=runs, warmup=warmup))["p50_ms"])

@@ -192,7 +192,7 @@ def measure_model(model: Any, datamodule: Any, wanted: Sequence[str], model_dir:
         if tokenizer is None or not hasattr(datamodule, "texts"):
             raise ValueError("The latency_ms objective needs a text datamodule with `tokenizer` and `texts(split)` "
                              "(e.g. TextClassificationDataModule).")  # fmt: skip
-        query = _median_text(datamodule.texts(settings.split))
+        query = median_text(datamodule.texts(settings.split))
         with fixed_threads(settings.threads):
             predictor = Predictor.from_path(model_dir, threads=settings.threads)
             timings = time_calls(lambda: predictor(query), runs=settings.runs, warmup=settings.warmup)
@@ -236,7 +236,8 @@ def _require_metrics(metrics: Mapping[str, float], names: Sequence[str]) -> None
                          f"Use one of those, or one of the measured figures {list(MEASURED)}.")  # fmt: skip
 
 
-def _median_text(texts: Sequence[str]) -> str:
+def median_text(texts: Sequence[Any]) -> Any:
+    """The median-length example (the timed query of the measured figures, the search and ``qat.schemes: auto``)."""
     if not texts:
         raise ValueError("No texts to time the latency on.")
     return sorted(texts, key=len)[len(texts) // 2]
