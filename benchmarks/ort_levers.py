@@ -8,7 +8,8 @@ timed, variants interleaved in rounds so drifting load hits each alike, two repe
    overhead (wall p50 minus summed node time);
 2. levers, each against the unchanged artifact with the Predictor's settings: graph optimization levels, the
    ALL-optimized graph saved offline and loaded with optimizations off, intra-op spinning, memory arena,
-   memory pattern, parallel execution; transformer fusion of the fp32 ONNX before dynamic int8;
+   memory pattern, parallel execution; transformer fusion of the fp32 ONNX before dynamic int8; embedding table
+   storage (8-bit, fp32, 4-bit looked up by ORT's ``GatherBlockQuantized`` instead of unpacked by standard ops);
 3. the Q/DQ artifact's kernels per optimization level (how many Q/DQ pairs become QLinear ops).
 
 A lever "wins" when its p50 is more than 5 % below the current artifact's in both repetitions (the order of the
@@ -198,7 +199,7 @@ def fused_dynamic_int8(src: Path, dst: Path, scheme: OrtQuantization) -> Path:
                          extra_options={"MatMulConstBOnly": scheme.matmul_const_b_only,
                                         "DefaultTensorType": onnx.TensorProto.FLOAT})  # fmt: skip
         if scheme.int4_embeddings:
-            _quantize_4bit(dst, dst, ("Gather",), scheme.block_size)
+            _quantize_4bit(dst, dst, ("Gather",), scheme.block_size, scheme.int4_lookup)
     return dst
 
 
@@ -219,12 +220,16 @@ def dynamic_variants(run: Path, work: Path) -> dict[str, tuple[Path, SessionLeve
                                    embedding_bits=8))  # fmt: skip
     tables32 = quantize_ort_dynamic(fp32, work / "dynamic-int8-tables32.onnx", replace(scheme, op_types=[],
                                     quantize_embeddings=False))  # fmt: skip
+    kernel = quantize_ort_dynamic(fp32, work / "dynamic-int8-int4-kernel.onnx", replace(scheme, op_types=[],
+                                  int4_lookup="kernel"))  # fmt: skip
     no_skip = replace(BASE, disabled_optimizers=("SkipLayerNormFusion",))
     return {"current pruned PTQ dynamic int8 (ORT defaults)": (current / "model.onnx", BASE),
             "current, SkipLayerNormFusion off": (current / "model.onnx", no_skip),
             "control: current, second session": (current / "model.onnx", BASE),
             "fusion + dynamic int8": (fused, BASE),
             "8-bit tables + SkipLayerNormFusion off": (tables8, no_skip),
+            "4-bit tables through ORT's GatherBlockQuantized (int4_lookup=kernel)": (kernel, BASE),
+            "same, SkipLayerNormFusion off": (kernel, no_skip),
             f"dynamic int8, 8-bit tables (was {scheme.embedding_storage})": (tables8, BASE),
             "dynamic int8, fp32 tables": (tables32, BASE)}  # fmt: skip
 

@@ -13,7 +13,7 @@ included: text artifacts hold the tokenizer, image artifacts the ``config.json``
       onnx-fp32/model.onnx       + tokenizer (text), config.json, manifest.json
       ort-dynamic-int8/model.onnx
       ort-static-int8/model.onnx
-      ort-int4/model.onnx        4-bit weight-only (MatMulNBits, GatherBlockQuantized)
+      ort-int4/model.onnx        4-bit weight-only (MatMulNBits; 4-bit tables unpacked by standard ops)
       torch-dynamic-int8/model_int8.pt
       torch-fp32/model.safetensors
 """
@@ -74,6 +74,7 @@ def export_model(
     int8_gate: Int8Gate | None = None,
     quantize_embeddings: bool = True,
     embedding_bits: int = 4,
+    int4_lookup: str = "unpack",
     opset: int = DEFAULT_OPSET,
     max_length: int = 128,
     atol: float = 1e-4,
@@ -113,6 +114,8 @@ def export_model(
         quantize_embeddings: Quantize the embedding tables too (most of a small model's size).
         embedding_bits: 4 (blockwise, the smallest file) or 8 bits per embedding value in the ORT int8 kinds
             (see ``OrtQuantization`` for measured sizes and accuracy).
+        int4_lookup: How 4-bit tables are looked up: ``"unpack"`` (standard ops, bit-identical and faster,
+            :mod:`~lit_compress.export.int4_lookup`) or ``"kernel"`` (ORT's ``GatherBlockQuantized``).
         opset: ONNX opset.
         max_length: Truncation length of texts for calibration and parity inputs (ignored for images).
         atol: Tolerance of the fp32 parity gate.
@@ -134,7 +137,8 @@ def export_model(
     # an image model has no embedding tables (ViT's patch embedding is a Conv, its positions a Parameter)
     tables = quantize_embeddings and any(isinstance(m, nn.Embedding) for m in model.modules())
     scheme = OrtQuantization(per_channel=per_channel, quantize_embeddings=tables,
-                             embedding_bits=embedding_bits, reduce_range=int8_target.reduce_range,
+                             embedding_bits=embedding_bits, int4_lookup=int4_lookup,
+                             reduce_range=int8_target.reduce_range,
                              quantize_convs=_has_convs(model))  # fmt: skip
     source = source_record(model_dir, source_checkpoint)
     job = _Job(model, inputs, out, scheme, source, dict(run_config or {}), inputs.parity_batches(parity_examples),

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
+from lit_compress.export.int4_lookup import PACKED_SUFFIX, packed_table_counts
+
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx")
 QUANT_SUFFIXES = ("_scale", "_zero_point", "_scales", "_zero_points")
 
@@ -105,7 +107,8 @@ def onnx_parameter_counts(path: str | os.PathLike[str]) -> dict[str, int]:
     quantization scales and zero points (``*_scale(s)``, ``*_zero_point(s)``) and integer shape constants. A
     quantized weight is nonzero where it differs from its zero point (its dequantized value is nonzero); the
     packed 4-bit weights of ``MatMulNBits`` count ``K x N`` values (symmetric: zero point 8; with explicit
-    zero points every value is counted as nonzero, an upper bound). What is counted is
+    zero points every value is counted as nonzero, an upper bound), packed 4-bit tables
+    (:mod:`~lit_compress.export.int4_lookup`) their unpadded rows x hidden. What is counted is
     what the file stores: the exporter's optimizer folds all-zero biases away and merges identical constants
     (e.g. untrained all-ones LayerNorm scales), so this can be below the PyTorch count of the same model.
     """
@@ -125,6 +128,8 @@ def onnx_parameter_counts(path: str | os.PathLike[str]) -> dict[str, int]:
         values = numpy_helper.to_array(tensor, base_dir=str(Path(path).parent))
         if name in packed:
             size, nonzero_values = _matmul_nbits_counts(packed[name], values)
+        elif name.endswith(PACKED_SUFFIX):
+            size, nonzero_values = packed_table_counts(values, tensor.doc_string)
         else:
             size, nonzero_values = values.size, int(np.count_nonzero(values != _zero_point(arrays, name, values)))
         total, nonzero = total + size, nonzero + nonzero_values

@@ -20,6 +20,7 @@ from lit_compress.export import (
     torch_parameter_counts,
 )
 from lit_compress.export.parity import torch_logits
+from lit_compress.export.int4_lookup import PACKED_SUFFIX
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +71,9 @@ def test_embedding_storage_options(fp32, tmp_path):
         tables = {n: t.data_type for n, t in _initializers(path).items() if n.startswith(word)}
         ops = {n.op_type for n in onnx.load(str(path)).graph.node}
         assert kernel_report(path, expect_int8=True)["runs_int8"]
-        if name == "int4":
-            assert "GatherBlockQuantized" in ops and tables[word + "_Q4"] == onnx.TensorProto.INT4
+        if name == "int4":  # two codes per byte, unpacked by standard ops (tests/export/test_int4_lookup.py)
+            assert "GatherBlockQuantized" not in ops and "BitShift" in ops
+            assert tables[word + "_Q4" + PACKED_SUFFIX] == onnx.TensorProto.UINT8
         elif name == "int8":
             assert tables[word + "_quantized"] in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
         else:
@@ -84,7 +86,7 @@ def test_embedding_storage_options(fp32, tmp_path):
 def test_int4_weight_only_runs_matmul_nbits(exported, texts):
     path = exported / "ort-int4" / "model.onnx"
     report = kernel_report(path, expect_int8=True)
-    assert report["int8_compute"].get("MatMulNBits", 0) > 0 and "GatherBlockQuantized" in report["int8_support"]
+    assert report["int8_compute"].get("MatMulNBits", 0) > 0 and report["ops"].get("BitShift", 0) > 0
     dynamic = exported / "ort-dynamic-int8" / "model.onnx"
     assert path.stat().st_size < dynamic.stat().st_size
     int4, fp32 = Predictor.from_path(path)(texts), Predictor.from_path(exported / "onnx-fp32")(texts)
