@@ -124,3 +124,16 @@ def test_fallback_to_legacy_exporter_is_recorded(tmp_path, make_model, batch, mo
 def test_bad_sample_inputs_are_named(make_model, tmp_path, batch):
     with pytest.raises(ValueError, match=r"must hold 'input_ids' and 'attention_mask'.*'labels'"):
         export_onnx(make_model(), tmp_path / "m.onnx", {**batch, "labels": torch.zeros(5)})
+
+
+@pytest.mark.parametrize("eager", [True, False])
+def test_attention_is_exported_eager_and_the_models_setting_restored(tmp_path, make_model, batch, eager):
+    """SDPA's export carries mask plumbing (IsNaN/Where on the scores); the eager export has none."""
+    model = make_model()
+    model.set_attn_implementation("sdpa")
+    path = export_onnx(model, tmp_path / "m.onnx", batch, eager_attention=eager)
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert ("IsNaN" in ops) is not eager and "Softmax" in ops
+    assert model.config._attn_implementation == "sdpa"
+    expected = model(**batch).logits.detach().numpy()
+    np.testing.assert_allclose(_ort_logits(path, batch), expected, atol=1e-4, rtol=0)
