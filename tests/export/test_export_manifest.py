@@ -42,7 +42,7 @@ def test_manifest_fields(exported, kind):
 def test_manifest_details_per_kind(exported):
     fp32, dyn, static, torch_int8 = (read_manifest(exported / k) for k in
                                      ("onnx-fp32", "ort-dynamic-int8", "ort-static-int8", "torch-dynamic-int8"))
-    assert fp32["onnx"] == {"opset": 18, "exporter": "dynamo", "inputs": ["input_ids", "attention_mask"]}
+    assert fp32["onnx"] == {"opset": 20, "exporter": "dynamo", "inputs": ["input_ids", "attention_mask"]}
     assert fp32["parity"]["passed"] and fp32["parity"]["max_abs_diff"] <= 1e-4 and fp32["quantization"] is None
     assert [b["shape"][0] for b in fp32["parity"]["batches"]] == [1, 4, 8]
     assert any(b["padding_tokens"] > 0 for b in fp32["parity"]["batches"])

@@ -57,7 +57,7 @@ def test_graph_is_self_contained_with_dynamic_axes_and_logits_only(fp32_path):
     assert not list(fp32_path.parent.glob("*.data")), "weights must be inside the .onnx file"
     assert len(proto.graph.value_info) == 0 and not any(n.metadata_props for n in proto.graph.node)
     meta = read_export_metadata(fp32_path)
-    assert meta["exporter"] == "dynamo" and meta["opset"] == 18
+    assert meta["exporter"] == "dynamo" and meta["opset"] == 20
     assert meta["id2label"] == {"0": "label_0", "1": "label_1", "2": "label_2"}
     assert meta["parity"]["passed"] and meta["parity"]["max_abs_diff"] <= 1e-4
 
