@@ -20,7 +20,7 @@ from lit_compress.models.hub import load_tokenizer
 from lit_compress.models.io import load_model_dir, save_model_dir
 from lit_compress.pipeline.config import ExportPlan, StagePlan
 from lit_compress.pipeline.context import PrunedModel, QuantizedModel, RunContext, Stopwatch
-from lit_compress.pipeline.recipes import import_class, recipe_callbacks, with_callbacks
+from lit_compress.pipeline.recipes import deep_merge, import_class, recipe_callbacks, with_callbacks
 from lit_compress.pipeline.stages import fill, finish, reuse, seeded, train
 from lit_compress.pipeline.training import datamodule_tokenizer, gate_examples, make_datamodule
 
@@ -55,6 +55,23 @@ def with_callback(recipe: Mapping[str, Any], class_path: str, update: Callable[[
     entry["init_args"] = dict(entry.get("init_args") or {})
     update(entry["init_args"])
     return with_callbacks(recipe, callbacks)
+
+
+def with_candidate(
+    recipe: Mapping[str, Any], candidate: Any, augmentation: Mapping[str, Any] | None = None, *, pruning: bool = True
+) -> dict[str, Any]:
+    """A copy of a distillation ``recipe`` with a search candidate's temperature and alpha and, for a pruning
+    recipe, its head / FFN pruning ratios (``StructuredPruning``) and, when it chose ``augment``, the
+    datamodule's ``augmentation`` (:class:`~lit_compress.tune.compression.Candidate`). One place for what a
+    candidate sets: the search's trials and the stages after the search both use it."""
+    loss = {"model": {"init_args": {"temperature": candidate.temperature, "alpha": candidate.alpha}}}
+    out = deep_merge(recipe, loss)
+    if not pruning:
+        return out
+    if candidate.augment and augmentation:
+        out = deep_merge(out, {"data": {"init_args": {"augment": dict(augmentation)}}})
+    return with_callback(out, STRUCTURED_PRUNING, lambda a: a.update(
+        head_pruning_ratio=candidate.head_ratio, ffn_pruning_ratio=candidate.ffn_ratio))  # fmt: skip
 
 
 def pruning_callback(recipe: Mapping[str, Any]) -> str:

@@ -257,17 +257,11 @@ def apply_candidate(plan: Plan, candidate: Candidate, space: CompressionSpace) -
     """The plan with the candidate written into the later stages' recipes: the pruning ratios (prune),
     temperature and alpha (prune and QAT), augmented text (prune). Its layers (of the distilled student) are
     given to the prune stage directly."""
-    from lit_compress.pipeline.compress import STRUCTURED_PRUNING, with_callback
+    from lit_compress.pipeline.compress import with_candidate
 
-    loss = {"model": {"init_args": {"temperature": candidate.temperature, "alpha": candidate.alpha}}}
-    data = {"data": {"init_args": {"augment": dict(space.augmentation)}}} if candidate.augment else {}
     training = dict(plan.training)
     for name in ("prune", "qat"):
-        recipe = deep_merge(plan.training[name].recipe, loss)
-        if name == "prune":
-            recipe = deep_merge(recipe, data)
-            recipe = with_callback(recipe, STRUCTURED_PRUNING, lambda a: a.update(
-                head_pruning_ratio=candidate.head_ratio, ffn_pruning_ratio=candidate.ffn_ratio))
+        recipe = with_candidate(plan.training[name].recipe, candidate, space.augmentation, pruning=name == "prune")
         training[name] = StagePlan(name, recipe, plan.training[name].options)
     return dataclasses.replace(plan, training=training)
 

@@ -101,17 +101,13 @@ class TrialFactory:
 
     def recipe(self, candidate: Candidate, trial_dir: Path) -> dict[str, Any]:
         """The trial's fit recipe (written as ``trial_dir/recipe.yaml``; ``lit-compress fit`` reruns it)."""
-        from lit_compress.pipeline.compress import STRUCTURED_PRUNING, stage_steps, with_callback, with_pruning_ramps
+        from lit_compress.pipeline.compress import stage_steps, with_candidate, with_pruning_ramps
         from lit_compress.pipeline.recipes import deep_merge
         from lit_compress.pipeline.stages import fill, seeded
 
-        base = deep_merge(self.base, self.overrides)
-        base["data"] = _with_augment(base["data"], self.augmentation if candidate.augment else None)
         student = self.student_init(candidate, trial_dir)
-        base = deep_merge(base, {"model": {"init_args": {"student": str(student), "temperature": candidate.temperature,
-                                                         "alpha": candidate.alpha}}})
-        base = with_callback(base, STRUCTURED_PRUNING, lambda a: a.update(
-            head_pruning_ratio=candidate.head_ratio, ffn_pruning_ratio=candidate.ffn_ratio))
+        base = with_candidate(deep_merge(self.base, self.overrides), candidate, self.augmentation)
+        base = deep_merge(base, {"model": {"init_args": {"student": str(student)}}})
         recipe = seeded(fill(base, trial_dir, tokenizer=self.teacher_dir, teacher=self.teacher_dir, student=student))
         recipe["trainer"]["logger"] = False
         return with_pruning_ramps(recipe, stage_steps(base, self.teacher_dir), self.prune_options)
