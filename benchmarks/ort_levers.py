@@ -203,6 +203,36 @@ def fused_dynamic_int8(src: Path, dst: Path, scheme: OrtQuantization) -> Path:
     return dst
 
 
+def reexport(model_dir: Path, work: Path, name: str, scheme: OrtQuantization, **export: Any) -> Path:
+    """The pruned student exported again with other ``export_onnx`` settings, then the same dynamic int8."""
+    from lit_compress.export.inputs import inputs_for
+    from lit_compress.export.onnx import export_onnx
+    from lit_compress.models.io import load_model_dir
+
+    encoded = inputs_for(model_dir, max_length=64).tokenizer(["a short sample", "and another one, longer"],
+                                                              padding=True, return_tensors="pt")  # fmt: skip
+    sample = {k: v for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
+    fp32 = export_onnx(load_model_dir(model_dir).eval(), work / f"{name}-fp32.onnx", sample, **export)
+    return quantize_ort_dynamic(fp32, work / f"{name}.onnx", scheme)
+
+
+def export_variants(run: Path, work: Path, scheme: OrtQuantization, levers: SessionLevers
+                    ) -> dict[str, tuple[Path, SessionLevers]]:  # fmt: skip
+    """The export choices of this round undone one at a time (and all together): SDPA attention instead of
+    eager, opset 18 (``Gelu`` spelled out in five ops) instead of 20, ORT's ``GatherBlockQuantized``; compare
+    with ``current, SkipLayerNormFusion off`` (``levers``, the Predictor's setting on this CPU)."""
+    model_dir = run / "prune" / "model"
+    if not (model_dir / "config.json").is_file():
+        return {}
+    kernel = replace(scheme, int4_lookup="kernel")
+    return {"export: SDPA attention (eager_attention=False), SkipLayerNormFusion off": (
+                reexport(model_dir, work, "sdpa", scheme, eager_attention=False), levers),
+            "export: opset 18, SkipLayerNormFusion off": (reexport(model_dir, work, "opset18", scheme, opset=18),
+                                                          levers),
+            "export: SDPA + opset 18 + GatherBlockQuantized (the previous round), SkipLayerNormFusion off": (
+                reexport(model_dir, work, "previous", kernel, eager_attention=False, opset=18), levers)}  # fmt: skip
+
+
 def dynamic_variants(run: Path, work: Path) -> dict[str, tuple[Path, SessionLevers]]:
     """Today's dynamic int8 artifact and the same scheme applied after transformer fusion of its fp32 ONNX."""
     current, fp32 = run / "export/pruned/ort-dynamic-int8", run / "export/pruned/onnx-fp32/model.onnx"
@@ -231,7 +261,8 @@ def dynamic_variants(run: Path, work: Path) -> dict[str, tuple[Path, SessionLeve
             "4-bit tables through ORT's GatherBlockQuantized (int4_lookup=kernel)": (kernel, BASE),
             "same, SkipLayerNormFusion off": (kernel, no_skip),
             f"dynamic int8, 8-bit tables (was {scheme.embedding_storage})": (tables8, BASE),
-            "dynamic int8, fp32 tables": (tables32, BASE)}  # fmt: skip
+            "dynamic int8, fp32 tables": (tables32, BASE),
+            **export_variants(run, work, scheme, no_skip)}  # fmt: skip
 
 
 def main() -> None:
