@@ -120,9 +120,18 @@ class TextInputs(ModelInputs):
             raise ValueError(f"TextInputs takes input_ids/attention_mask/token_type_ids and max_length >= 1; got "
                              f"{list(names)}, {max_length}.")  # fmt: skip
         self.tokenizer, self.max_length, self.names = tokenizer, int(max_length), tuple(names)
+        self._query: Any = None  # built on the first single text: QueryEncoder, or False where it cannot be
 
     def encode(self, examples: str | Sequence[str], return_tensors: str = "pt") -> Mapping[str, Any]:
-        if isinstance(examples, str):  # the single-query path: no list, no padding (cheaper in the tokenizer)
+        """See :meth:`ModelInputs.encode`; one string goes through the Rust tokenizer directly when that gives the
+        same ids (:class:`~lit_compress.export.query.QueryEncoder`), no list, no padding."""
+        if isinstance(examples, str):
+            if self._query is None:
+                from lit_compress.export.query import QueryEncoder
+
+                self._query = QueryEncoder.build(self.tokenizer, self.max_length, self.names) or False
+            if self._query and return_tensors in ("np", "pt"):
+                return self._query(examples, return_tensors)
             return self.tokenizer(examples, truncation=True, max_length=self.max_length, return_tensors=return_tensors)
         return self.tokenizer(list(examples), padding=True, truncation=True, max_length=self.max_length,
                               return_tensors=return_tensors)  # fmt: skip
