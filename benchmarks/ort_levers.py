@@ -10,7 +10,8 @@ timed, variants interleaved in rounds so drifting load hits each alike, two repe
    ALL-optimized graph saved offline and loaded with optimizations off, intra-op spinning, memory arena,
    memory pattern, parallel execution; transformer fusion of the fp32 ONNX before dynamic int8; embedding table
    storage (8-bit, fp32, 4-bit looked up by ORT's ``GatherBlockQuantized`` instead of unpacked by standard ops);
-3. the Q/DQ artifact's kernels per optimization level (how many Q/DQ pairs become QLinear ops).
+3. the Q/DQ artifact's kernels per optimization level (how many Q/DQ pairs become QLinear ops);
+4. the whole predictor call on the median text, tokenized by the Rust tokenizer directly or by the HF wrapper.
 
 A lever "wins" when its p50 is more than 5 % below the current artifact's in both repetitions (the order of the
 variants is reversed in the second; a second session of the unchanged artifact is the noise control).
@@ -265,6 +266,29 @@ def dynamic_variants(run: Path, work: Path) -> dict[str, tuple[Path, SessionLeve
             **export_variants(run, work, scheme, no_skip)}  # fmt: skip
 
 
+def predictor_calls(artifact: Path, texts: Sequence[str], runs: int, repeats: int) -> dict[str, Any]:
+    """The whole single-query call ``Predictor(text)`` (tokenization, ``session.run``, softmax), the text encoded
+    by the Rust tokenizer directly (``export.query.QueryEncoder``, the Predictor's default where it reproduces
+    the wrapper) against the Hugging Face tokenizer's ``__call__``, interleaved, on the median-length text."""
+    direct, wrapper = Predictor.from_path(artifact), Predictor.from_path(artifact)
+    wrapper.inputs._query = False  # type: ignore[attr-defined]  # the HF wrapper for every call
+    query = sorted(texts, key=len)[len(texts) // 2]
+    direct(query)
+    record: dict[str, Any] = {"query_tokens": int(direct.inputs.encode(query, "np")["input_ids"].shape[1]),
+                              "direct_encoder": bool(direct.inputs._query)}  # type: ignore[attr-defined]
+    p50s = []
+    for r in range(repeats):
+        calls = [lambda: direct(query), lambda: wrapper(query)][:: -1 if r % 2 else 1]
+        timed = interleaved_timings(calls, runs=runs, warmup=50, rounds=10)[:: -1 if r % 2 else 1]
+        p50s.append([float(np.percentile(t, 50) * 1e3) for t in timed])
+    record.update(p50_ms_direct=[p[0] for p in p50s], p50_ms_wrapper=[p[1] for p in p50s])
+    print(f"\n## predictor call on the median text ({record['query_tokens']} tokens), p50 ms (rep 1 / 2)\n\n"
+          f"| tokenizer | p50 ms |\n|---|---|\n"
+          f"| Rust tokenizer directly (QueryEncoder) | {' / '.join(f'{x:.3f}' for x in record['p50_ms_direct'])} |\n"
+          f"| Hugging Face wrapper `tokenizer(text)` | {' / '.join(f'{x:.3f}' for x in record['p50_ms_wrapper'])} |")
+    return record
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", default="runs/base")
@@ -306,6 +330,7 @@ def main() -> None:
         print_table(f"session levers on the final artifact ({final})", rows)
         record["profile_final"] = print_profile("final artifact", model, feeds, min(rows[0]["p50_ms"]))
         record["qdq_kernels"] = qdq_kernels(model)
+        record["predictor"] = predictor_calls(final, texts[: args.queries], args.runs, args.repeats)
         dynamic = dynamic_variants(run, work)
         if dynamic:
             fp32 = run / "export/pruned/onnx-fp32/model.onnx"

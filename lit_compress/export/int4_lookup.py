@@ -11,13 +11,14 @@ of 64 tokens in a 4,377 x 384 table), whatever the number of looked-up rows.
 * the codes are stored two per byte, ``u = q + 8`` in ``[0, 15]``: byte ``k`` of a row holds column ``k`` in its
   low nibble and column ``k + Hp / 2`` in its high nibble (``Hp``: ``H`` padded to whole blocks with code 0);
 * ``Gather`` of the packed rows, ``BitwiseAnd(., 15)`` and ``BitShift(., 4)`` give the two halves, ``Concat``
-  puts them side by side, ``Cast`` to float and ``Sub 8`` give ``q``; ``Mul`` by the ``Gather``-ed scales (stored
-  ``[V, B, 1]``), broadcast over each block (``Reshape`` to ``ids.shape + [B, block]``), gives the rows, ``Slice`` drops the padding.
+  puts them side by side, ``Cast`` to float and ``Sub 8`` give ``q``; ``Mul`` by the ``Gather``-ed scales
+  (stored ``[V, B, 1]``), broadcast over each block (``Reshape`` to ``ids.shape + [B, block]``), gives the rows;
+  ``Slice`` drops the padding.
 
 Every step is exact in float32 (``q`` and ``u`` are small integers; the product is the one multiplication ORT's
-kernel does), so the logits are bit-identical and the file size is unchanged. A table of at
-most ``fp32_rows`` rows (a BERT's 2-row token-type table) is stored dequantized for a plain ``Gather``: same values,
-no unpacking. Nodes with zero points, another gather/quantize axis or non-int4 data are left to ORT's kernel.
+kernel does), so the logits are bit-identical, and the file stays the same size within a few kB. A table of at
+most ``fp32_rows`` rows (a BERT's 2-row token-type table) is stored dequantized for a plain ``Gather``: same
+values, no unpacking. Nodes with zero points, another gather/quantize axis or non-int4 data are left to ORT's kernel.
 """
 
 from __future__ import annotations
