@@ -72,11 +72,28 @@ def test_interleaved_timings_alternate_rounds():
     def make(name):
         return lambda: (order.append(name), clock.work())
 
-    timings = interleaved_timings([make("a"), make("b")], runs=5, warmup=1, rounds=2, clock=clock)
+    timings = interleaved_timings([make("a"), make("b")], runs=5, warmup=1, rounds=2, block_warmup=0, clock=clock)
     assert order == ["a", "b"] + ["a"] * 3 + ["b"] * 3 + ["a"] * 2 + ["b"] * 2  # warm-up, then blocks of 3, 2
     assert [len(t) for t in timings] == [5, 5] and timings[0] == pytest.approx([0.001] * 5)
     with pytest.raises(ValueError, match="runs and rounds must be >= 1"):
         interleaved_timings([make("a")], rounds=0)
+
+
+def test_each_block_starts_with_untimed_calls():
+    """A block's first calls (cold after the other callable's block) are run but not timed."""
+    durations = {"a": iter([9.0, 0.001, 0.002, 9.0, 0.003]), "b": iter([9.0, 0.004, 0.005, 9.0, 0.006])}
+    clock = FakeClock([0.0])
+    order = []
+
+    def make(name):
+        def call():
+            order.append(name)
+            clock.now += next(durations[name])
+        return call
+
+    timings = interleaved_timings([make("a"), make("b")], runs=3, warmup=0, rounds=2, block_warmup=1, clock=clock)
+    assert order == ["a"] * 3 + ["b"] * 3 + ["a"] * 2 + ["b"] * 2  # 1 untimed + 2 timed, then 1 untimed + 1 timed
+    assert timings[0] == pytest.approx([0.001, 0.002, 0.003]) and timings[1] == pytest.approx([0.004, 0.005, 0.006])
 
 
 def test_throughput_is_samples_over_time():
