@@ -53,7 +53,10 @@ def test_search_chooses_a_recipe_and_the_stages_use_it(tmp_path, csv_files, tiny
     assert not any(p.suffix == ".safetensors" for p in (run / "search" / "trials").rglob("*")), "trial models removed"
     # a resumed run reuses the finished search (no new trials)
     again = run_pipeline(run_dir=str(run), resume=True, **search_run(csv_files, tiny_model_dir))
-    assert json.loads((run / "search" / "stage.json").read_text()) == record and again.final == results.final
+    assert json.loads((run / "search" / "stage.json").read_text()) == record
+    # and the stages after it: the same pruned architecture (the benchmark re-measures, so on a tiny model whose
+    # variants run within timing noise of each other the fastest-within-budget pick may differ between runs)
+    assert again.pruned.architecture == results.pruned.architecture
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["search_minutes"] == 5.0 and config["search"]["space"]["depths"] == [1, 2]
     # benchmarks/search_proxies.py re-trains complete trials with the full prune stage and ranks them
