@@ -9,7 +9,7 @@ integer kernels. 4-bit weights use one symmetric scale per block of ``block_size
 (``s = -w_absmax / 8`` with ``w_absmax`` the block's value of largest magnitude, ``q`` in [-8, 7]), run
 by ORT's ``MatMulNBits`` (int8 compute, ``accuracy_level=4``); 4-bit embedding tables are looked up by standard
 ops that unpack the looked-up rows only (:mod:`lit_compress.export.int4_lookup`, bit-identical to ORT's
-``GatherBlockQuantized`` and ~1.7x faster for the whole main-job student), or by that kernel with
+``GatherBlockQuantized`` and 1.6x faster for the whole main-job student), or by that kernel with
 ``int4_lookup="kernel"``.
 
 Embedding tables hold most of a small BERT's weights (MiniLM-L6: 11.7M of 22.7M), so how they are stored

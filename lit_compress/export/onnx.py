@@ -30,7 +30,7 @@ from lit_compress.utils.io import atomic_path
 log = logging.getLogger(__name__)
 
 #: Opset 20 has ``Gelu``: the dynamo exporter writes one node where opset 18 spells it out in five (Div, Erf, Add,
-#: Mul, Mul), which ORT does not fuse back; ~6 % faster in ORT dynamic int8 for the main job's student
+#: Mul, Mul), which ORT does not fuse back; 2-4 % faster in ORT dynamic int8 for the main job's student
 #: (onnxruntime 1.32, 1 thread, AMX CPU; ``docs/speed.md``).
 DEFAULT_OPSET = 20
 INPUT_ORDER = ("input_ids", "attention_mask", "token_type_ids", "pixel_values")
@@ -108,7 +108,7 @@ def export_onnx(
             (:class:`~lit_compress.export.parity.Int8Gate`) instead of ``atol``.
         eager_attention: Export a Hugging Face model with its ``eager`` attention (matmul, softmax, matmul)
             instead of its runtime choice (usually SDPA, whose export adds mask plumbing: ``IsNaN``/``Where``,
-            boolean masks): 36 fewer nodes and ~11 % faster in ORT dynamic int8 for the main job's 3-layer
+            boolean masks): 36 fewer nodes and 7-9 % faster in ORT dynamic int8 for the main job's 3-layer
             student (onnxruntime 1.32, 1 thread, AMX CPU; ``docs/speed.md``). The parity gate checks the export
             against the same attention; the model's own setting is restored afterwards.
 

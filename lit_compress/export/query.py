@@ -2,9 +2,9 @@
 
 A Hugging Face fast tokenizer's ``__call__`` wraps its Rust ``tokenizers.Tokenizer`` in Python (argument
 checks, truncation/padding state set on every call, a batch of one, ``BatchEncoding`` conversion). For one query
-of the main job's final artifact (42 tokens, onnxruntime 1.32, 1 thread, AMX CPU) that wrapper made the whole
-predictor call 0.70 ms against 0.53 ms through the Rust tokenizer (``encode`` 77 vs 56 us alone; the rest is the
-model's run slowing down after the heavier call).
+of the main job's final artifact (36 tokens, onnxruntime 1.32, 1 thread, AMX CPU; ``benchmarks/ort_levers.py``)
+the whole predictor call took 0.77 ms through the wrapper against 0.68 ms through the Rust tokenizer (``encode``
+alone: 77 vs 56 us; the rest is the model's run slowing down after the heavier call).
 
 :class:`QueryEncoder` keeps a private copy of the Rust tokenizer with the same truncation (``max_length``,
 the tokenizer's ``truncation_side``) and no padding, and is only used when it reproduces the wrapper exactly:
