@@ -18,6 +18,7 @@ import argparse
 from pathlib import Path
 
 from lit_compress.bench.api import predictor_overhead
+from lit_compress.bench.measure import median_query
 from lit_compress.bench.suite import BenchmarkSettings, Variant, benchmark_variants
 from lit_compress.data import TextClassificationDataModule
 
@@ -65,8 +66,7 @@ def main() -> None:
               f"[goal >= {goal_speed}x, >= {goal_size}x, >= -{goal_acc}: {verdict}]")
     final = variants[-1]
     if final.name != "teacher torch fp32":
-        texts = dm.texts("test")
-        query = sorted(texts, key=len)[len(texts) // 2]
+        query = median_query(dm.texts("test"))
         ov = predictor_overhead(final.path, query, runs=args.runs, threads=args.threads)
         print(f"predictor overhead on {final.name}: predictor {ov['predictor_ms']:.3f} ms vs bare tokenizer+"
               f"InferenceSession.run {ov['bare_ms']:.3f} ms -> {ov['ratio']:.3f}x  (goal <= 1.05x); "

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from lit_compress.bench.measure import interleaved_timings
+from lit_compress.bench.measure import interleaved_timings, median_query
 from lit_compress.export import Predictor
 from lit_compress.export.int8 import OrtQuantization, quantize_ort_dynamic
 from lit_compress.export.kernels import kernel_report
@@ -210,9 +210,7 @@ def reexport(model_dir: Path, work: Path, name: str, scheme: OrtQuantization, **
     from lit_compress.export.onnx import export_onnx
     from lit_compress.models.io import load_model_dir
 
-    encoded = inputs_for(model_dir, max_length=64).tokenizer(["a short sample", "and another one, longer"],
-                                                              padding=True, return_tensors="pt")  # fmt: skip
-    sample = {k: v for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
+    sample = inputs_for(model_dir, max_length=64).sample()
     fp32 = export_onnx(load_model_dir(model_dir).eval(), work / f"{name}-fp32.onnx", sample, **export)
     return quantize_ort_dynamic(fp32, work / f"{name}.onnx", scheme)
 
@@ -272,7 +270,7 @@ def predictor_calls(artifact: Path, texts: Sequence[str], runs: int, repeats: in
     the wrapper) against the Hugging Face tokenizer's ``__call__``, interleaved, on the median-length text."""
     direct, wrapper = Predictor.from_path(artifact), Predictor.from_path(artifact)
     wrapper.inputs._query = False  # type: ignore[attr-defined]  # the HF wrapper for every call
-    query = sorted(texts, key=len)[len(texts) // 2]
+    query = median_query(texts)
     direct(query)
     record: dict[str, Any] = {"query_tokens": int(direct.inputs.encode(query, "np")["input_ids"].shape[1]),
                               "direct_encoder": bool(direct.inputs._query)}  # type: ignore[attr-defined]

@@ -17,6 +17,16 @@ import numpy as np
 Clock = Callable[[], float]
 
 
+def median_query(examples: Sequence[Any]) -> Any:
+    """The single query that latency is timed on: the text of median length, or the middle example of non-text
+    examples (images). One choice for the benchmark, the search's trials, ``qat.schemes: auto`` and the tuner."""
+    if len(examples) == 0:
+        raise ValueError("No examples to time the latency on.")
+    if not all(isinstance(x, str) for x in examples):
+        return examples[len(examples) // 2]
+    return sorted(examples, key=len)[len(examples) // 2]
+
+
 def latency_stats(seconds: Sequence[float]) -> dict[str, float]:
     """Summarise per-call latencies (in seconds) in milliseconds, as the book's ``time_pipeline``.
 

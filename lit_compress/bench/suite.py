@@ -24,6 +24,7 @@ from lit_compress.bench.measure import (
     classification_metrics,
     fixed_threads,
     interleaved_timings,
+    median_query,
     latency_stats,
     machine_load,
     throughput,
@@ -143,7 +144,7 @@ def benchmark_variants(
         predictors = [Predictor.from_path(v.path, **options) for v in variants]
         rows = [_measure(v, p, examples, labels, label_names, settings, selection)
                 for v, p in zip(variants, predictors)]  # fmt: skip
-        query = settings.query or _query(examples)
+        query = settings.query or median_query(examples)
         load = machine_load()["load_1m"]
         calls = [lambda p=p: p(query) for p in predictors]
         bar = "latency" if settings.progress else None
@@ -238,14 +239,6 @@ def _kind(path: str, predictor: Predictor) -> str:
         if kind:
             return str(kind)
     return "onnx" if predictor.kind == "onnx" else "torch"
-
-
-def _query(examples: Sequence[Any]) -> Any:
-    """The single query timed: the text of median length, or the middle example of non-text examples."""
-    if not all(isinstance(x, str) for x in examples):
-        return examples[len(examples) // 2]
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i]))
-    return examples[order[len(order) // 2]]
 
 
 def settings_dict(settings: BenchmarkSettings) -> dict[str, Any]:

@@ -200,9 +200,9 @@ def qat_schemes(ctx: RunContext, plan: StagePlan, export: ExportPlan) -> tuple[s
 def _measure_schemes(ctx: RunContext, plan: StagePlan, export: ExportPlan) -> dict[str, Any]:
     from lit_compress.export.manifest import MANIFEST_NAME
     from lit_compress.pipeline.deploy import export_gated
+    from lit_compress.bench.measure import median_query
     from lit_compress.pipeline.trials import predictor_p50_ms
     from lit_compress.quant.targets import cpu_features, resolve_target
-    from lit_compress.tune.objective import median_text
 
     out = ctx.stage_dir(SCHEME_STAGE)
     student = ctx.latest_student.model_dir
@@ -213,7 +213,7 @@ def _measure_schemes(ctx: RunContext, plan: StagePlan, export: ExportPlan) -> di
                  **{"int8_gate": export.int8_gate, **export.options})  # fmt: skip
     manifest = out / MANIFEST_NAME
     index = json.loads(manifest.read_text())["artifacts"] if manifest.is_file() else {}
-    query = median_text(dm.examples("validation"))
+    query = median_query(dm.examples("validation"))
     latency = {scheme: predictor_p50_ms(out / index[kind]["dir"], query, runs=100, warmup=10)
                for scheme, kind in SCHEME_KINDS.items() if kind in index}  # fmt: skip
     target = resolve_target(export.target).name

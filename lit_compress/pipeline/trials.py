@@ -176,14 +176,14 @@ def validation_accuracy(model: torch.nn.Module, dm: Any, split: str = "validatio
 def measure_student(model: torch.nn.Module, dm: Any, model_dir: Path, runs: int = 60) -> tuple[float, float]:
     """p50 single-query latency (ms, torch fp32 through the deployment ``Predictor``, 1 thread, the median-length
     validation text) and the size of the saved weights (MB); the saved directory is removed afterwards."""
+    from lit_compress.bench.measure import median_query
     from lit_compress.export.files import artifact_files, size_bytes
     from lit_compress.models.io import save_model_dir
-    from lit_compress.tune.objective import median_text
 
     save_model_dir(model, model_dir, tokenizer=dm.tokenizer)
     try:
         size = size_bytes(artifact_files(model_dir)) / 2**20
-        latency = predictor_p50_ms(model_dir, median_text(dm.texts("validation")), runs=runs, warmup=5)
+        latency = predictor_p50_ms(model_dir, median_query(dm.texts("validation")), runs=runs, warmup=5)
     finally:
         shutil.rmtree(model_dir, ignore_errors=True)
     return latency, float(size)

@@ -174,7 +174,7 @@ class TrialRunner:
 def measure_model(model: Any, datamodule: Any, wanted: Sequence[str], model_dir: Path,
                   settings: Measurement) -> dict[str, float]:  # fmt: skip
     """Save ``model`` to ``model_dir`` and measure the ``wanted`` figures (see the module docstring)."""
-    from lit_compress.bench.measure import fixed_threads, latency_stats, time_calls
+    from lit_compress.bench.measure import fixed_threads, latency_stats, median_query, time_calls
     from lit_compress.export.files import artifact_files, gzip_size, size_bytes, torch_parameter_counts
     from lit_compress.models.io import save_model_dir
 
@@ -192,7 +192,7 @@ def measure_model(model: Any, datamodule: Any, wanted: Sequence[str], model_dir:
         if tokenizer is None or not hasattr(datamodule, "texts"):
             raise ValueError("The latency_ms objective needs a text datamodule with `tokenizer` and `texts(split)` "
                              "(e.g. TextClassificationDataModule).")  # fmt: skip
-        query = median_text(datamodule.texts(settings.split))
+        query = median_query(datamodule.texts(settings.split))
         with fixed_threads(settings.threads):
             predictor = Predictor.from_path(model_dir, threads=settings.threads)
             timings = time_calls(lambda: predictor(query), runs=settings.runs, warmup=settings.warmup)
@@ -236,11 +236,6 @@ def _require_metrics(metrics: Mapping[str, float], names: Sequence[str]) -> None
                          f"Use one of those, or one of the measured figures {list(MEASURED)}.")  # fmt: skip
 
 
-def median_text(texts: Sequence[Any]) -> Any:
-    """The median-length example (the timed query of the measured figures, the search and ``qat.schemes: auto``)."""
-    if not texts:
-        raise ValueError("No texts to time the latency on.")
-    return sorted(texts, key=len)[len(texts) // 2]
 
 
 def _group_wandb_runs(config: dict[str, Any], group: str, name: str) -> None:

@@ -128,3 +128,13 @@ def test_fixed_threads_restores_the_setting():
 def test_machine_load_is_recorded():
     load = machine_load()
     assert load["cpus"] >= 1 and load["load_1m"] is not None and load["load_1m"] >= 0
+
+
+def test_median_query_is_the_median_length_text_or_the_middle_example():
+    from lit_compress.bench.measure import median_query
+
+    assert median_query(["ccc", "a", "bbbbb", "dd", "eeee"]) == "ccc"
+    images = [torch.full((1, 2, 2), float(i)) for i in range(5)]
+    assert median_query(images) is images[2]
+    with pytest.raises(ValueError, match="No examples"):
+        median_query([])
