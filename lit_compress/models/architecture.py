@@ -4,8 +4,10 @@ Structured pruning removes whole attention heads, FFN intermediate channels and 
 model no longer matches its Hugging Face ``config.json``. :class:`ArchitectureSpec` records the kept shapes as
 plain JSON (no pickle); :func:`apply_architecture` resizes a skeleton built from the config to those shapes so
 that ``load_state_dict`` works (``lit_compress.models.io.load_model_dir`` and checkpoint resume use it). Where
-each family keeps heads and channels is asked of its :class:`~lit_compress.models.layout.EncoderLayout`; the
-hidden size is never changed. Models without a token-embedding table (ViT) have ``vocab_size`` None.
+each family keeps heads and channels is asked of its :class:`~lit_compress.models.layout.EncoderLayout`. A
+residual stream narrowed by :mod:`lit_compress.prune.hidden` is recorded as ``hidden_size`` (format version 2;
+version-1 records, written before hidden-width pruning existed, read as the config's width). Models without a
+token-embedding table (ViT) have ``vocab_size`` None.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from torch import nn
 from lit_compress.models.layout import EncoderLayout, LayoutError, encoder_layers, layout_of
 from lit_compress.models.surgery import ParamRemap, cut_units, input_embeddings, slice_embeddings
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -32,12 +34,14 @@ class ArchitectureSpec:
         intermediate_sizes: Kept FFN intermediate channels per block.
         vocab_size: Rows of the word-embedding matrix (None: the model has none, e.g. ViT).
         head_size: Width of one attention head (unchanged by head pruning).
+        hidden_size: Channels of the residual stream when narrowed (None: the config's ``hidden_size``).
     """
 
     num_heads: tuple[int, ...]
     intermediate_sizes: tuple[int, ...]
     vocab_size: int | None
     head_size: int
+    hidden_size: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "num_heads", tuple(int(n) for n in self.num_heads))
@@ -48,7 +52,8 @@ class ArchitectureSpec:
                 "sizes; give one of each per encoder layer."
             )
         counts = (*self.num_heads, *self.intermediate_sizes, self.head_size)
-        if any(n < 1 for n in counts) or (self.vocab_size is not None and self.vocab_size < 1):
+        optional = [n for n in (self.vocab_size, self.hidden_size) if n is not None]
+        if any(n < 1 for n in (*counts, *optional)):
             raise ValueError(f"ArchitectureSpec sizes must all be >= 1 (a layer keeps at least one head); got {self}.")
 
     def to_dict(self) -> dict[str, Any]:
@@ -63,11 +68,11 @@ class ArchitectureSpec:
         """Inverse of :meth:`to_dict`; rejects unknown versions and keys."""
         data = dict(data)
         version = data.pop("format_version", FORMAT_VERSION)
-        if version != FORMAT_VERSION:
+        if version not in (1, FORMAT_VERSION):
             raise ValueError(
                 f"Unsupported architecture format_version {version}; this lit_compress reads {FORMAT_VERSION}."
             )
-        fields = {"num_heads", "intermediate_sizes", "vocab_size", "head_size"}
+        fields = {"num_heads", "intermediate_sizes", "vocab_size", "head_size"} | ({"hidden_size"} if version > 1 else set())
         if set(data) != fields:
             raise ValueError(f"Architecture dict must have exactly the keys {sorted(fields)}; got {sorted(data)}.")
         return cls(**data)
@@ -81,7 +86,13 @@ def current_architecture(model: nn.Module) -> ArchitectureSpec:
         intermediate_sizes=tuple(layout.ffn_size(layer) for layer in layers),
         vocab_size=_vocab_size(model),
         head_size=layout.head_size(layers[0]),
+        hidden_size=_narrowed(model, int(layout.attention_output(layers[0]).out_features)),
     )
+
+
+def _narrowed(model: nn.Module, width: int) -> int | None:
+    """``width`` when it differs from the config's ``hidden_size`` (a narrowed stream), else None."""
+    return None if width == getattr(model.config, "hidden_size", width) else width
 
 
 def _vocab_size(model: nn.Module) -> int | None:
@@ -107,6 +118,7 @@ def read_architecture(model: nn.Module) -> ArchitectureSpec | None:
         all(n == layout.config_num_heads(cfg) for n in spec.num_heads)
         and all(n == layout.config_ffn_size(cfg) for n in spec.intermediate_sizes)
         and spec.vocab_size == getattr(cfg, "vocab_size", None)
+        and spec.hidden_size is None
     )
     return None if unpruned else spec
 
@@ -134,6 +146,7 @@ def architecture_from_state_dict(
         intermediate_sizes=tuple(shape(layout.ffn_output(layer), 1) for layer in layers),
         vocab_size=None if _vocab_size(model) is None else shape(input_embeddings(model), 0),
         head_size=head_size,
+        hidden_size=_narrowed(model, shape(layout.attention_output(layers[0]), 0)),
     )
 
 
@@ -179,6 +192,12 @@ def apply_architecture(model: nn.Module, spec: ArchitectureSpec) -> nn.Module:
             f"Architecture {spec} does not fit {type(model).__name__} with {len(now.num_heads)} layers and head size "
             f"{now.head_size}; build the model from the config the spec was saved with."
         )
+    if spec.hidden_size is not None and spec.hidden_size != now.hidden_size:
+        if now.hidden_size is not None and spec.hidden_size > now.hidden_size:
+            raise ValueError(f"Spec hidden_size {spec.hidden_size} is larger than the model's {now.hidden_size}.")
+        from lit_compress.prune.hidden import prune_hidden
+
+        prune_hidden(model, torch.arange(spec.hidden_size))
     for i, layer in enumerate(encoder_layers(model)):
         heads, ffn = spec.num_heads[i], spec.intermediate_sizes[i]
         if heads > now.num_heads[i] or ffn > now.intermediate_sizes[i]:

@@ -39,6 +39,9 @@ class EncoderLayout:
 
     #: ``config.model_type`` values this layout serves.
     model_types: tuple[str, ...] = ()
+    #: Whether :mod:`lit_compress.prune.hidden` may narrow the residual stream (the reason when not).
+    hidden_pruning: bool = True
+    hidden_pruning_refusal: str = ""
 
     # ---- family methods -------------------------------------------------------------------------------------
     def base(self, model: nn.Module) -> nn.Module:
@@ -184,6 +187,10 @@ class DebertaV2Layout(BertLayout):
 
     model_types = ("deberta-v2",)
     qkv_names = ("query_proj", "key_proj", "value_proj")
+    hidden_pruning = False
+    hidden_pruning_refusal = ("DeBERTa's relative-position embeddings are normalized (rel_embeddings LayerNorm) "
+                              "at the hidden width outside the stream torch-pruning traces, so a narrower stream "
+                              "breaks its attention.")  # fmt: skip
 
     def _qkv(self, layer: nn.Module) -> list[nn.Linear]:
         attn = layer.attention.self

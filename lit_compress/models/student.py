@@ -5,9 +5,11 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 
+import torch
 from transformers import PreTrainedModel
 
 from lit_compress.models.io import auto_class_for_config
+from lit_compress.models.architecture import current_architecture
 from lit_compress.models.layout import AlbertLayout, layout_of
 
 
@@ -44,6 +46,11 @@ def student_from_teacher(teacher: PreTrainedModel, layers: Sequence[int]) -> Pre
     layers = [i % n for i in layers]
     config = layout.student_config(teacher.config, layers)
     student = auto_class_for_config(config).from_config(config)  # ViT: an image classifier
+    narrowed = current_architecture(teacher).hidden_size  # a residual stream cut by hidden-width pruning
+    if narrowed is not None:
+        from lit_compress.prune.hidden import prune_hidden
+
+        prune_hidden(student, torch.arange(narrowed))
     if isinstance(layout, AlbertLayout):
         student.load_state_dict(teacher.state_dict())
         return student.train(teacher.training)

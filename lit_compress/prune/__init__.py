@@ -1,5 +1,5 @@
-"""Pruning: unstructured masks with schedules (GradualPruning, LotteryTicket), structured pruning of heads and FFN
-channels (StructuredPruning) and of CNN channels (ChannelPruning)."""
+"""Pruning: unstructured masks with schedules (GradualPruning, LotteryTicket), structured pruning of heads, FFN
+channels and hidden width (StructuredPruning) and of CNN channels (ChannelPruning)."""
 
 from lit_compress.prune.callback import GradualPruning
 from lit_compress.prune.channel_callback import ChannelPruning
@@ -29,6 +29,7 @@ from lit_compress.prune.functional import (
     strip_pruning,
     stripped_state_dict,
 )
+from lit_compress.prune.hidden import hidden_importance, hidden_width, kept_hidden_width, prune_hidden
 from lit_compress.prune.lottery import LotteryTicket
 from lit_compress.prune.schedules import (
     ConstantSparsity,

@@ -1,4 +1,5 @@
-"""Gradual structured pruning of attention heads and FFN channels during training (Lightning adapter).
+"""Gradual structured pruning of attention heads and FFN channels, and hidden width, during training (Lightning
+adapter).
 
 Any encoder family with a layout (:mod:`lit_compress.models.layout`) is supported.
 
@@ -9,7 +10,7 @@ optimizer valid after parameters change shape, and makes the pruned structure su
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import torch
@@ -23,6 +24,7 @@ from lit_compress.models.architecture import (
     read_architecture,
 )
 from lit_compress.models.layout import encoder_layers, layout_of
+from lit_compress.prune.hidden import hidden_importance, hidden_width, kept_hidden_width, prune_hidden
 from lit_compress.prune.structured import (
     Scope,
     UnitScores,
@@ -68,7 +70,7 @@ class ScheduledCut(Callback):
 
 
 class StructuredPruning(ScheduledCut):
-    """Remove whole attention heads and FFN channels on a schedule, keeping the hidden size.
+    """Remove whole attention heads and FFN channels on a schedule and, optionally, hidden channels once.
 
     At every ``every_n_steps``-th optimizer step the schedules give the *absolute* fraction of the original
     heads / FFN channels to have removed by then; the least important units beyond that are cut (never regrown).
@@ -90,6 +92,18 @@ class StructuredPruning(ScheduledCut):
         every_n_steps: Evaluate the schedules every this many optimizer steps.
         min_heads: Heads every layer keeps. min_ffn: FFN channels every layer keeps.
         ffn_round_to: Round kept FFN widths up to a multiple of this.
+        hidden_pruning_ratio: Fraction of the hidden channels removed: a constant once at the start, or a schedule
+            (0: hidden size kept).
+        hidden_round_to: Kept hidden width is a multiple of this (4-bit embedding blocks are 128 wide).
+        hidden_batches: Training batches that rank the hidden channels.
+
+    ``hidden_pruning_ratio`` narrows the residual stream to ``kept_hidden_width(config.hidden_size, ratio,
+    hidden_round_to)`` channels ranked by their activation energy (:mod:`lit_compress.prune.hidden`): a constant
+    once, in ``setup`` (before the optimizers exist, ranked on ``hidden_batches`` training batches); a schedule
+    gradually, like heads and FFN channels (ranked on the step's batch; rank 0's ranking under DDP), in steps of
+    ``hidden_round_to`` channels. Training recovers what the narrower LayerNorms changed. Only families whose stream torch-pruning's trace closes are cut (the
+    others are refused with that reason). Hidden-state distillation terms (``hidden_weight``, ``cosine_weight``)
+    compare widths fixed before the cut, so they are refused with it.
 
     Under DDP every rank cuts the same units: the decision to prune depends only on the step and the shapes, the
     accumulated scores are rank 0's (broadcast; Taylor scores come from all-reduced gradients anyway), and after a
@@ -98,7 +112,7 @@ class StructuredPruning(ScheduledCut):
     """
 
     #: The ratio arguments that take a schedule (the main job turns a number given for them into a cubic ramp).
-    SCHEDULED_RATIOS = ("head_pruning_ratio", "ffn_pruning_ratio")
+    SCHEDULED_RATIOS = ("head_pruning_ratio", "ffn_pruning_ratio", "hidden_pruning_ratio")
 
     def __init__(
         self,
@@ -110,6 +124,9 @@ class StructuredPruning(ScheduledCut):
         min_heads: int = 1,
         min_ffn: int = 1,
         ffn_round_to: int = 1,
+        hidden_pruning_ratio: Ratio = 0.0,
+        hidden_round_to: int = 32,
+        hidden_batches: int = 8,
     ) -> None:
         for name, ratio in (("head_pruning_ratio", head_pruning_ratio), ("ffn_pruning_ratio", ffn_pruning_ratio)):
             if not callable(ratio):
@@ -125,12 +142,19 @@ class StructuredPruning(ScheduledCut):
                 f"min_heads, min_ffn and ffn_round_to must be >= 1 (a layer cannot lose every head or channel); "
                 f"got {min_heads}, {min_ffn}, {ffn_round_to}."
             )
+        if not callable(hidden_pruning_ratio):
+            kept_hidden_width(768, hidden_pruning_ratio)  # validates the ratio
+        if hidden_round_to < 1 or hidden_batches < 1:
+            raise ValueError(f"hidden_round_to and hidden_batches must be >= 1; got {hidden_round_to}, {hidden_batches}.")
         self.head_pruning_ratio, self.ffn_pruning_ratio = head_pruning_ratio, ffn_pruning_ratio
+        self.hidden_pruning_ratio, self.hidden_round_to, self.hidden_batches = (
+            hidden_pruning_ratio, hidden_round_to, hidden_batches)  # fmt: skip
         self.importance, self.scope, self.every_n_steps = importance, scope, every_n_steps
         self.min_heads, self.min_ffn, self.ffn_round_to = min_heads, min_ffn, ffn_round_to
         self._scores: UnitScores | None = None
         self._last_step = 0
         self._hook: Any = None
+        self._batch: dict[str, torch.Tensor] | None = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Check the target and register the resize-before-load hook (idempotent; runs before checkpoint restore)."""
@@ -139,6 +163,36 @@ class StructuredPruning(ScheduledCut):
         encoder_layers(target)
         if self._hook is None:
             self._hook = target.register_load_state_dict_pre_hook(_resize_before_load)
+        if callable(self.hidden_pruning_ratio) or self.hidden_pruning_ratio > 0:
+            if getattr(pl_module, "uses_features", False):
+                raise ValueError(
+                    "hidden_pruning_ratio cannot be combined with hidden-state distillation terms (their projections "
+                    "are sized before the cut); set hidden_weight and cosine_weight to 0, or hidden_pruning_ratio to 0."
+                )
+            if not callable(self.hidden_pruning_ratio):
+                self._narrow_hidden(trainer, target, self.hidden_pruning_ratio, None)
+
+    def _narrow_hidden(self, trainer: Trainer, target: nn.Module, ratio: float,
+                       batch: dict[str, torch.Tensor] | None) -> list[Any]:  # fmt: skip
+        """Cut the residual stream to the width ``ratio`` sets (no-op when already there: setup is idempotent),
+        ranking channels on ``batch`` (None: the first ``hidden_batches`` training batches)."""
+        keep = kept_hidden_width(int(target.config.hidden_size), ratio, self.hidden_round_to)
+        if hidden_width(target) <= keep:
+            return []
+        scores = hidden_importance(target, [batch] if batch is not None else
+                                   _first_batches(trainer, self.hidden_batches, target))  # fmt: skip
+        if trainer.world_size > 1:
+            scores = trainer.strategy.broadcast(scores, src=0)  # every rank cuts the same channels
+        return prune_hidden(target, torch.topk(scores, keep).indices)
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if callable(self.hidden_pruning_ratio) and isinstance(batch, Mapping):
+            from lit_compress.distill.base import model_inputs
+
+            self._batch = model_inputs(dict(batch))  # what a scheduled hidden cut at this step ranks channels on
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Any) -> None:
         if self.importance == "taylor":
@@ -152,23 +206,32 @@ class StructuredPruning(ScheduledCut):
         head_ratio = _check_ratio("head_pruning_ratio", _evaluate(self.head_pruning_ratio, step))
         ffn_ratio = _check_ratio("ffn_pruning_ratio", _evaluate(self.ffn_pruning_ratio, step))
         target = compression_target(pl_module)
-        if not self._would_prune(target, head_ratio, ffn_ratio):
-            return  # decided from shapes and the step alone: the same on every rank
-        if trainer.world_size > 1 and self._scores is not None:
-            self._scores = trainer.strategy.broadcast(self._scores, src=0)  # rank 0 decides; every rank cuts the same
-        result = prune_heads_and_ffn(
-            target, head_ratio, ffn_ratio, scores=self._scores if self.importance == "taylor" else None,
-            scope=self.scope, min_heads=self.min_heads, min_ffn=self.min_ffn, ffn_round_to=self.ffn_round_to,
-        )  # fmt: skip
-        for optimizer in trainer.optimizers:
-            remap_optimizer_state(optimizer, result.remaps)
+        cut = False
+        if callable(self.hidden_pruning_ratio) and self._batch is not None:
+            remaps = self._narrow_hidden(trainer, target, float(self.hidden_pruning_ratio(step)), self._batch)
+            for optimizer in trainer.optimizers:  # before the next cut, which may cut the same tensors again
+                remap_optimizer_state(optimizer, remaps)
+            cut = bool(remaps)
+        if self._would_prune(target, head_ratio, ffn_ratio):  # decided from shapes and the step: same on every rank
+            if trainer.world_size > 1 and self._scores is not None:
+                self._scores = trainer.strategy.broadcast(self._scores, src=0)  # rank 0 decides; all cut the same
+            result = prune_heads_and_ffn(
+                target, head_ratio, ffn_ratio, scores=self._scores if self.importance == "taylor" else None,
+                scope=self.scope, min_heads=self.min_heads, min_ffn=self.min_ffn, ffn_round_to=self.ffn_round_to,
+            )  # fmt: skip
+            for optimizer in trainer.optimizers:
+                remap_optimizer_state(optimizer, result.remaps)
+            if self._scores is not None:
+                self._scores = self._scores.select(result.kept_heads, result.kept_ffn)
+            cut = True
+        if not cut:
+            return
         if trainer.world_size > 1:
             _rewrap_ddp(trainer)
-        if self._scores is not None:
-            self._scores = self._scores.select(result.kept_heads, result.kept_ffn)
-        spec = result.architecture
+        spec = current_architecture(target)
         pl_module.log_dict(
-            {"prune/heads": float(sum(spec.num_heads)), "prune/ffn_channels": float(sum(spec.intermediate_sizes))},
+            {"prune/heads": float(sum(spec.num_heads)), "prune/ffn_channels": float(sum(spec.intermediate_sizes)),
+             "prune/hidden": float(hidden_width(target))},
             on_step=True, on_epoch=False,
         )  # fmt: skip
 
@@ -239,6 +302,25 @@ def _resize_before_load(module: nn.Module, state_dict: dict[str, torch.Tensor], 
         return  # a partial state dict: let load_state_dict report what is missing
     if spec != current_architecture(module):
         apply_architecture(module, spec)
+
+
+def _first_batches(trainer: Trainer, n: int, target: nn.Module) -> list[dict[str, torch.Tensor]]:
+    """The model inputs of the first ``n`` training batches of the Trainer's datamodule."""
+    from lit_compress.distill.base import model_inputs
+
+    datamodule = getattr(trainer, "datamodule", None)
+    if datamodule is None:
+        raise ValueError(
+            "hidden_pruning_ratio > 0 ranks hidden channels on training batches: pass a LightningDataModule to "
+            "trainer.fit(datamodule=...), or set hidden_pruning_ratio to 0."
+        )
+    device = next(target.parameters()).device
+    batches = []
+    for batch in datamodule.train_dataloader():
+        batches.append({k: v.to(device) for k, v in model_inputs(batch).items()})
+        if len(batches) == n:
+            break
+    return batches
 
 
 def _sizes(scores: UnitScores) -> list[int]:

@@ -27,10 +27,11 @@ def _inputs(vocab: int = 128) -> dict[str, torch.Tensor]:
 
 
 def test_spec_round_trips_through_plain_json() -> None:
-    spec = ArchitectureSpec(num_heads=(3, 1), intermediate_sizes=(40, 17), vocab_size=90, head_size=8)
+    spec = ArchitectureSpec(num_heads=(3, 1), intermediate_sizes=(40, 17), vocab_size=90, head_size=8, hidden_size=24)
     data = json.loads(json.dumps(spec.to_dict()))
     assert data == {
-        "format_version": 1, "num_heads": [3, 1], "intermediate_sizes": [40, 17], "vocab_size": 90, "head_size": 8
+        "format_version": 2, "num_heads": [3, 1], "intermediate_sizes": [40, 17], "vocab_size": 90, "head_size": 8,
+        "hidden_size": 24,
     }  # fmt: skip
     assert ArchitectureSpec.from_dict(data) == spec
 
