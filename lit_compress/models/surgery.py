@@ -117,6 +117,39 @@ def slice_embeddings(model: nn.Module, keep: torch.Tensor) -> None:
             setattr(model.config, name, new_of_old.get(old_id))
 
 
+def trim_positions(model: nn.Module, max_length: int) -> int | None:
+    """Keep only the rows of the absolute position table that inputs of ``max_length`` tokens read; return the
+    new row count, or None where nothing is cut (no ``position_embeddings`` table, relative or rotary positions,
+    or a table already that short).
+
+    Positions ``0 .. max_length - 1`` are read (RoBERTa-style tables whose ``padding_idx`` ``p`` is set number them
+    from ``p + 1``, so ``max_length + p + 1`` rows stay). ``config.max_position_embeddings`` and the embedding
+    module's ``position_ids`` / ``token_type_ids`` buffers follow, so the model reloads from its config and its
+    export reads the shorter buffers. Exact for every input of at most ``max_length`` tokens (the model refuses
+    longer ones: truncate to ``max_length``).
+    """
+    config = model.config
+    if getattr(config, "relative_attention", False) or getattr(config, "position_embedding_type", "absolute") != "absolute":
+        return None
+    base = getattr(model, getattr(model, "base_model_prefix", ""), model)
+    embeddings = getattr(base, "embeddings", None)
+    table = getattr(embeddings, "position_embeddings", None)
+    if not isinstance(table, nn.Embedding):
+        return None
+    rows = max_length + (table.padding_idx + 1 if table.padding_idx is not None else 0)
+    if rows >= table.num_embeddings:
+        return None
+    old = table.weight
+    _replace_parameter(model, old, nn.Parameter(old.detach()[:rows].clone(), requires_grad=old.requires_grad))
+    table.num_embeddings = rows
+    for name in ("position_ids", "token_type_ids"):
+        buffer = embeddings._buffers.get(name)
+        if buffer is not None and buffer.dim() == 2 and buffer.shape[1] > rows:
+            embeddings._buffers[name] = buffer[:, :rows].clone()
+    config.max_position_embeddings = rows
+    return rows
+
+
 def _replace_parameter(model: nn.Module, old: nn.Parameter, new: nn.Parameter) -> None:
     for module in model.modules():
         for name, param in list(module._parameters.items()):

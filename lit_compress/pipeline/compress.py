@@ -61,7 +61,7 @@ def with_candidate(
     recipe: Mapping[str, Any], candidate: Any, augmentation: Mapping[str, Any] | None = None, *, pruning: bool = True
 ) -> dict[str, Any]:
     """A copy of a distillation ``recipe`` with a search candidate's temperature and alpha and, for a pruning
-    recipe, its head / FFN pruning ratios (``StructuredPruning``) and, when it chose ``augment``, the
+    recipe, its head / FFN / hidden pruning ratios (``StructuredPruning``) and, when it chose ``augment``, the
     datamodule's ``augmentation`` (:class:`~lit_compress.tune.compression.Candidate`). One place for what a
     candidate sets: the search's trials and the stages after the search both use it."""
     loss = {"model": {"init_args": {"temperature": candidate.temperature, "alpha": candidate.alpha}}}
@@ -71,7 +71,8 @@ def with_candidate(
     if candidate.augment and augmentation:
         out = deep_merge(out, {"data": {"init_args": {"augment": dict(augmentation)}}})
     return with_callback(out, STRUCTURED_PRUNING, lambda a: a.update(
-        head_pruning_ratio=candidate.head_ratio, ffn_pruning_ratio=candidate.ffn_ratio))  # fmt: skip
+        head_pruning_ratio=candidate.head_ratio, ffn_pruning_ratio=candidate.ffn_ratio,
+        hidden_pruning_ratio=candidate.hidden_ratio))  # fmt: skip
 
 
 def pruning_callback(recipe: Mapping[str, Any]) -> str:
@@ -90,28 +91,33 @@ def as_recipe_entry(obj: Any) -> dict[str, Any]:
 
 
 def trim_pair(teacher_dir: Path, student_dir: Path, texts: list[str], min_frequency: int,
-              layers: Sequence[int] | None = None) -> tuple[Any, Any, Any, dict]:  # fmt: skip
-    """Load teacher and student (only its ``layers``, when given) and trim both vocabularies to the tokens of
-    ``texts`` (same kept ids)."""
+              layers: Sequence[int] | None = None, max_positions: int | None = None) -> tuple[Any, Any, Any, dict]:  # fmt: skip
+    """Load teacher and student (only its ``layers``, when given), trim both vocabularies to the tokens of
+    ``texts`` (same kept ids) and, with ``max_positions``, the student's position table to that many tokens
+    (:func:`~lit_compress.models.surgery.trim_positions`; the tokenizer's ``model_max_length`` follows)."""
     from lit_compress.models.student import student_from_teacher
+    from lit_compress.models.surgery import trim_positions
     from lit_compress.prune.vocab import trim_vocabulary
 
     teacher, student = load_model_dir(teacher_dir), load_model_dir(student_dir)
     if layers is not None:
         student = student_from_teacher(student, list(layers))
-    tokenizer = load_tokenizer(str(student_dir))
-    if min_frequency <= 0:
-        return teacher, student, tokenizer, {}
-    new_tok, report = trim_vocabulary(student, tokenizer, texts, min_frequency=min_frequency)
-    _, teacher_report = trim_vocabulary(teacher, load_tokenizer(str(teacher_dir)), texts, min_frequency=min_frequency)
-    if teacher_report.kept_ids != report.kept_ids:
-        raise RuntimeError("Teacher and student tokenizers differ; vocabulary trimming needs a shared tokenizer.")
-    return teacher, student, new_tok, report.summary()
+    tokenizer, vocab = load_tokenizer(str(student_dir)), {}
+    if min_frequency > 0:
+        tokenizer, report = trim_vocabulary(student, tokenizer, texts, min_frequency=min_frequency)
+        _, teacher_report = trim_vocabulary(teacher, load_tokenizer(str(teacher_dir)), texts, min_frequency=min_frequency)
+        if teacher_report.kept_ids != report.kept_ids:
+            raise RuntimeError("Teacher and student tokenizers differ; vocabulary trimming needs a shared tokenizer.")
+        vocab = report.summary()
+    if max_positions is not None and trim_positions(student, max_positions) is not None:
+        tokenizer.model_max_length = min(int(getattr(tokenizer, "model_max_length", max_positions)), max_positions)
+    return teacher, student, tokenizer, vocab
 
 
 def with_pruning_ramps(recipe: Mapping[str, Any], steps: int, options: Any) -> dict[str, Any]:
-    """``recipe`` whose scheduled pruning callback has each number-valued ratio replaced by a cubic ramp that
-    reaches it after ``options.schedule_end`` of ``steps`` (``options``: :class:`~lit_compress.pipeline.config.PruneOptions`)."""
+    """``recipe`` whose scheduled pruning callback has each non-zero number-valued ratio replaced by a cubic ramp
+    that reaches it after ``options.schedule_end`` of ``steps`` (``options``:
+    :class:`~lit_compress.pipeline.config.PruneOptions`). A zero stays a number: nothing of that kind is cut."""
     from lit_compress.prune.schedules import PolynomialDecay
 
     callback = pruning_callback(recipe)
@@ -119,7 +125,7 @@ def with_pruning_ramps(recipe: Mapping[str, Any], steps: int, options: Any) -> d
     def ramps(args: dict[str, Any]) -> None:
         for name in import_class(callback).SCHEDULED_RATIOS:
             ratio = args.get(name, 0.0)
-            if isinstance(ratio, (int, float)):
+            if isinstance(ratio, (int, float)) and ratio != 0:
                 ramp = PolynomialDecay.over_fraction(float(ratio), steps, options.schedule_end, updates=options.updates)
                 args[name] = as_recipe_entry(ramp)
                 args.setdefault("every_n_steps", ramp.frequency)
@@ -149,7 +155,8 @@ def prune_stage(ctx: RunContext, plan: StagePlan, layers: Sequence[int] | None =
         teacher_dir, student_dir, tokenizer, vocab = ctx.teacher.model_dir, ctx.student.model_dir, None, {}
     else:
         teacher, student, tokenizer, vocab = trim_pair(ctx.teacher.model_dir, ctx.student.model_dir,
-                                                        dm.texts("train"), options.vocab_min_frequency, layers)
+                                                        dm.texts("train"), options.vocab_min_frequency, layers,
+                                                        options.positions(dm))  # fmt: skip
         teacher_dir = Path(save_model_dir(teacher, out / "teacher", tokenizer=tokenizer))
         student_dir = Path(save_model_dir(student, out / "student_init", tokenizer=tokenizer))
     recipe = seeded(fill(plan.recipe, out, tokenizer=teacher_dir, teacher=teacher_dir, student=student_dir))

@@ -63,11 +63,20 @@ class PruneOptions:
             ``StructuredPruning`` callback is reached by a cubic ramp
             (:meth:`~lit_compress.prune.schedules.PolynomialDecay.over_fraction`); the rest recovers accuracy.
         updates: Mask updates over the stage (sets the ramp's frequency and the callback's ``every_n_steps``).
+        trim_positions: Cut the student's absolute position table to the rows the data's ``max_length`` reads
+            (:func:`~lit_compress.models.surgery.trim_positions`; exact for inputs truncated to ``max_length``,
+            which the exported artifacts do). 512 -> 64 rows saves 86 KB of the main job's 4-bit artifact.
     """
 
     vocab_min_frequency: int = 2
     schedule_end: float = 0.6
     updates: int = 50
+    trim_positions: bool = True
+
+    def positions(self, datamodule: Any) -> int | None:
+        """Rows of the position table the stage keeps: the datamodule's ``max_length`` (None: keep all)."""
+        length = getattr(datamodule, "max_length", None)
+        return int(length) if self.trim_positions and isinstance(length, int) else None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.schedule_end <= 1.0:

@@ -80,7 +80,8 @@ class TrialFactory:
         data = _with_augment(prune.recipe["data"], dict(space.augmentation) if True in space.augment else None)
         dm = make_datamodule(data, str(ctx.student.model_dir))
         teacher, student, tokenizer, _ = trim_pair(ctx.teacher.model_dir, ctx.student.model_dir, dm.texts("train"),
-                                                   prune.options.vocab_min_frequency)  # fmt: skip
+                                                   prune.options.vocab_min_frequency,
+                                                   max_positions=prune.options.positions(dm))  # fmt: skip
         teacher_dir = Path(save_model_dir(teacher, out / "teacher", tokenizer=tokenizer))
         student_dir = Path(save_model_dir(student, out / "student", tokenizer=tokenizer))
         # the budget is against the teacher the benchmark compares with: the fine-tuned one, before trimming (which
