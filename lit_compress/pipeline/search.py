@@ -230,11 +230,12 @@ def _row(s: Scored) -> dict[str, Any]:
 def front_markdown(front: list[Scored], chosen: Scored, threshold: float, teacher: float) -> str:
     """The Pareto front as a Markdown table (chosen trial marked), with the budget line."""
     lines = [f"Teacher validation accuracy {teacher:.4f}; within budget: proxy accuracy >= {threshold:.4f}.", "",
-             "| trial | layers | heads pruned | FFN pruned | T | alpha | augment | val acc | p50 ms | MB |",
-             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| trial | layers | heads pruned | FFN pruned | hidden pruned | T | alpha | augment | val acc | p50 ms | MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for s in front:
         c, mark = s.candidate, " (chosen)" if s.number == chosen.number else ""
-        lines.append(f"| {s.number}{mark} | {list(c.layers)} | {c.head_ratio:g} | {c.ffn_ratio:g} | {c.temperature:g} "
+        lines.append(f"| {s.number}{mark} | {list(c.layers)} | {c.head_ratio:g} | {c.ffn_ratio:g} | {c.hidden_ratio:.3g} "
+                     f"| {c.temperature:g} "
                      f"| {c.alpha:g} | {c.augment} | {s.accuracy:.4f} | {s.latency_ms:.3f} | {s.size_mb:.2f} |")
     return "\n".join(lines) + "\n"
 

@@ -1,7 +1,7 @@
 """The compression recipe as a search space, and how the search judges candidates (pure, no Optuna, no Trainer).
 
-A candidate is a student built from teacher layers (which ones), the share of its attention heads and FFN
-channels that structured pruning removes, the distillation temperature and CE weight, and whether training text
+A candidate is a student built from teacher layers (which ones), the share of its attention heads, FFN
+channels and hidden (residual-stream) channels that structured pruning removes, the distillation temperature and CE weight, and whether training text
 is augmented. Candidates are scored on three objectives: validation accuracy (maximise), measured latency and
 size (minimise). The search returns the Pareto front and the fastest candidate within the accuracy budget.
 """
@@ -37,6 +37,8 @@ class CompressionSpace:
             :func:`spread_layers`); a candidate keeps that many of its layers, spread the same way.
         head_ratios: Fractions of each layer's attention heads pruned.
         ffn_ratios: Fractions of each layer's FFN channels pruned.
+        hidden_ratios: Fractions of the hidden channels pruned (``StructuredPruning(hidden_pruning_ratio)``; one cut
+            at the start of the prune stage, kept width a multiple of 32).
         temperatures: Distillation temperatures ``T``.
         alphas: Weights of the hard-label CE (``alpha·CE + (1−alpha)·T²·KL``).
         augment: Whether training text is augmented (``data.init_args.augment`` of the distillation stages);
@@ -47,18 +49,19 @@ class CompressionSpace:
     depths: tuple[int, ...] = (1, 2, 3)
     head_ratios: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75)
     ffn_ratios: tuple[float, ...] = (0.5, 0.75, 0.875)
+    hidden_ratios: tuple[float, ...] = (0.0,)
     temperatures: tuple[float, ...] = (1.0, 2.0, 4.0)
     alphas: tuple[float, ...] = (0.0, 0.5)
     augment: tuple[bool, ...] = (False,)
     augmentation: Mapping[str, Any] = field(default_factory=lambda: {"methods": ["replace", "mask"], "copies": 1})
 
     def __post_init__(self) -> None:
-        for name in ("depths", "head_ratios", "ffn_ratios", "temperatures", "alphas", "augment"):
+        for name in ("depths", "head_ratios", "ffn_ratios", "hidden_ratios", "temperatures", "alphas", "augment"):
             values = tuple(getattr(self, name))
             object.__setattr__(self, name, values)
             if not values:
                 raise ValueError(f"search.space.{name} needs at least one choice.")
-        for name in ("head_ratios", "ffn_ratios"):
+        for name in ("head_ratios", "ffn_ratios", "hidden_ratios"):
             if any(not 0.0 <= r < 1.0 for r in getattr(self, name)):
                 raise ValueError(f"search.space.{name} must lie in [0, 1) (a fraction removed), got {getattr(self, name)}.")
         if any(d < 1 for d in self.depths) or any(t <= 0 for t in self.temperatures):
@@ -72,14 +75,15 @@ class CompressionSpace:
         if not depths:
             raise ValueError(f"search.space.depths {self.depths} are all deeper than the teacher ({num_layers} layers).")
         return {"depth": depths, "head_ratio": self.head_ratios, "ffn_ratio": self.ffn_ratios,
-                "temperature": self.temperatures, "alpha": self.alphas, "augment": self.augment}  # fmt: skip
+                "hidden_ratio": self.hidden_ratios, "temperature": self.temperatures, "alpha": self.alphas,
+                "augment": self.augment}  # fmt: skip
 
     def reference(self, num_layers: int) -> dict[str, Any]:
         """The least compressed candidate (deepest, least pruned): the search's first trial, whose accuracy at the
         proxy's length measures how far the short trials fall below what the full stages reach."""
         c = self.choices(num_layers)
         return {"depth": max(c["depth"]), "head_ratio": min(c["head_ratio"]), "ffn_ratio": min(c["ffn_ratio"]),
-                "temperature": c["temperature"][0], "alpha": c["alpha"][0], "augment": c["augment"][0]}  # fmt: skip
+                "hidden_ratio": min(c["hidden_ratio"]), "temperature": c["temperature"][0], "alpha": c["alpha"][0], "augment": c["augment"][0]}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -92,17 +96,18 @@ class Candidate:
     temperature: float
     alpha: float
     augment: bool = False
+    hidden_ratio: float = 0.0
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], num_layers: int) -> Candidate:
         return cls(spread_layers(int(params["depth"]), num_layers), float(params["head_ratio"]),
                    float(params["ffn_ratio"]), float(params["temperature"]), float(params["alpha"]),
-                   bool(params.get("augment", False)))  # fmt: skip
+                   bool(params.get("augment", False)), float(params.get("hidden_ratio", 0.0)))  # fmt: skip
 
     def at_least_as_compressed_as(self, other: Candidate) -> bool:
         """No more layers and no smaller pruning ratios: by construction no slower and no larger."""
         return (len(self.layers) <= len(other.layers) and self.head_ratio >= other.head_ratio
-                and self.ffn_ratio >= other.ffn_ratio)  # fmt: skip
+                and self.ffn_ratio >= other.ffn_ratio and self.hidden_ratio >= other.hidden_ratio)  # fmt: skip
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -31,8 +31,8 @@ def test_a_student_cannot_be_deeper_than_its_teacher() -> None:
 def test_the_space_validates_and_drops_depths_beyond_the_teacher() -> None:
     space = CompressionSpace(depths=(1, 2, 8))
     assert space.choices(6)["depth"] == (1, 2)
-    assert space.reference(6) == {"depth": 2, "head_ratio": 0.0, "ffn_ratio": 0.5, "temperature": 1.0, "alpha": 0.0,
-                                  "augment": False}
+    assert space.reference(6) == {"depth": 2, "head_ratio": 0.0, "ffn_ratio": 0.5, "hidden_ratio": 0.0,
+                                  "temperature": 1.0, "alpha": 0.0, "augment": False}
     with pytest.raises(ValueError, match="head_ratios must lie in"):
         CompressionSpace(head_ratios=(1.0,))
     with pytest.raises(ValueError, match="needs at least one choice"):
