@@ -139,7 +139,13 @@ def test_notebook_defines_no_library_code(path: Path) -> None:
         assert not classes, f"{path.name} defines {classes}; use (or add to) the library instead"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+#: Executed only with ``-m slow`` (``make test-all``): the vision notebook's CNN run takes ~60 s of the default
+#: suite's 20 minutes, and its pipeline is the one ``tests/pipeline/test_vision_pipeline.py`` runs on images.
+SLOW_NOTEBOOKS = {"04_vision_cnn"}
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p.stem in SLOW_NOTEBOOKS else p
+                                  for p in NOTEBOOKS], ids=lambda p: p.stem)  # fmt: skip
 def test_notebook_runs_on_the_small_budget(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     nb = execute(path, tmp_path, monkeypatch)
     errors = [o for c in code_cells(nb) for o in c.outputs if o.output_type == "error"]
