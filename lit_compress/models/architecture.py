@@ -72,7 +72,8 @@ class ArchitectureSpec:
             raise ValueError(
                 f"Unsupported architecture format_version {version}; this lit_compress reads {FORMAT_VERSION}."
             )
-        fields = {"num_heads", "intermediate_sizes", "vocab_size", "head_size"} | ({"hidden_size"} if version > 1 else set())
+        fields = {"num_heads", "intermediate_sizes", "vocab_size", "head_size"}
+        fields |= {"hidden_size"} if version > 1 else set()
         if set(data) != fields:
             raise ValueError(f"Architecture dict must have exactly the keys {sorted(fields)}; got {sorted(data)}.")
         return cls(**data)

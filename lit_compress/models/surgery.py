@@ -129,7 +129,8 @@ def trim_positions(model: nn.Module, max_length: int) -> int | None:
     longer ones: truncate to ``max_length``).
     """
     config = model.config
-    if getattr(config, "relative_attention", False) or getattr(config, "position_embedding_type", "absolute") != "absolute":
+    absolute = getattr(config, "position_embedding_type", "absolute") == "absolute"
+    if getattr(config, "relative_attention", False) or not absolute:
         return None
     base = getattr(model, getattr(model, "base_model_prefix", ""), model)
     embeddings = getattr(base, "embeddings", None)

@@ -91,7 +91,8 @@ def as_recipe_entry(obj: Any) -> dict[str, Any]:
 
 
 def trim_pair(teacher_dir: Path, student_dir: Path, texts: list[str], min_frequency: int,
-              layers: Sequence[int] | None = None, max_positions: int | None = None) -> tuple[Any, Any, Any, dict]:  # fmt: skip
+              layers: Sequence[int] | None = None,
+              max_positions: int | None = None) -> tuple[Any, Any, Any, dict]:  # fmt: skip
     """Load teacher and student (only its ``layers``, when given), trim both vocabularies to the tokens of
     ``texts`` (same kept ids) and, with ``max_positions``, the student's position table to that many tokens
     (:func:`~lit_compress.models.surgery.trim_positions`; the tokenizer's ``model_max_length`` follows)."""
@@ -105,7 +106,8 @@ def trim_pair(teacher_dir: Path, student_dir: Path, texts: list[str], min_freque
     tokenizer, vocab = load_tokenizer(str(student_dir)), {}
     if min_frequency > 0:
         tokenizer, report = trim_vocabulary(student, tokenizer, texts, min_frequency=min_frequency)
-        _, teacher_report = trim_vocabulary(teacher, load_tokenizer(str(teacher_dir)), texts, min_frequency=min_frequency)
+        teacher_tokenizer = load_tokenizer(str(teacher_dir))
+        _, teacher_report = trim_vocabulary(teacher, teacher_tokenizer, texts, min_frequency=min_frequency)
         if teacher_report.kept_ids != report.kept_ids:
             raise RuntimeError("Teacher and student tokenizers differ; vocabulary trimming needs a shared tokenizer.")
         vocab = report.summary()

@@ -61,7 +61,8 @@ def hidden_importance(model: nn.Module, batches: Iterable[Mapping[str, torch.Ten
             out = model(**batch, output_hidden_states=True)
             mask = batch.get("attention_mask")
             for state in out.hidden_states:
-                rows = state[mask.bool()] if mask is not None and mask.shape == state.shape[:2] else state.flatten(0, -2)
+                masked = mask is not None and mask.shape == state.shape[:2]
+                rows = state[mask.bool()] if masked else state.flatten(0, -2)
                 energy = rows.float().pow(2).mean(0)
                 energy = energy / energy.mean().clamp_min(1e-12)
                 total = energy if total is None else total + energy
@@ -125,7 +126,7 @@ def _stream_group(model: nn.Module, drop: list[int]) -> object:
     root = layout.attention_output(layers[0])
     group = graph.get_pruning_group(root, tp.prune_linear_out_channels, idxs=drop)
     in_layers = {id(m) for layer in layers for m in layer.modules()}
-    writes = {id(layout.attention_output(layer)) for layer in layers} | {id(layout.ffn_output(layer)) for layer in layers}
+    writes = {id(m) for layer in layers for m in (layout.attention_output(layer), layout.ffn_output(layer))}
     names = {id(m): n for n, m in model.named_modules()}
     for dep, _ in group:
         module, handler = dep.target.module, getattr(dep.handler, "__name__", str(dep.handler))

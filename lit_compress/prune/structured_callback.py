@@ -70,7 +70,7 @@ class ScheduledCut(Callback):
 
 
 class StructuredPruning(ScheduledCut):
-    """Remove whole attention heads and FFN channels on a schedule and, optionally, hidden channels once.
+    """Remove whole attention heads and FFN channels on a schedule and, optionally, hidden (residual) channels.
 
     At every ``every_n_steps``-th optimizer step the schedules give the *absolute* fraction of the original
     heads / FFN channels to have removed by then; the least important units beyond that are cut (never regrown).
@@ -101,9 +101,10 @@ class StructuredPruning(ScheduledCut):
     hidden_round_to)`` channels ranked by their activation energy (:mod:`lit_compress.prune.hidden`): a constant
     once, in ``setup`` (before the optimizers exist, ranked on ``hidden_batches`` training batches); a schedule
     gradually, like heads and FFN channels (ranked on the step's batch; rank 0's ranking under DDP), in steps of
-    ``hidden_round_to`` channels. Training recovers what the narrower LayerNorms changed. Only families whose stream torch-pruning's trace closes are cut (the
-    others are refused with that reason). Hidden-state distillation terms (``hidden_weight``, ``cosine_weight``)
-    compare widths fixed before the cut, so they are refused with it.
+    ``hidden_round_to`` channels. Training recovers what the narrower LayerNorms changed. Only families whose
+    stream torch-pruning's trace closes are cut (the others are refused with that reason). Hidden-state
+    distillation terms (``hidden_weight``, ``cosine_weight``) compare widths fixed before the cut, so they are
+    refused with it.
 
     Under DDP every rank cuts the same units: the decision to prune depends only on the step and the shapes, the
     accumulated scores are rank 0's (broadcast; Taylor scores come from all-reduced gradients anyway), and after a
@@ -145,7 +146,8 @@ class StructuredPruning(ScheduledCut):
         if not callable(hidden_pruning_ratio):
             kept_hidden_width(768, hidden_pruning_ratio)  # validates the ratio
         if hidden_round_to < 1 or hidden_batches < 1:
-            raise ValueError(f"hidden_round_to and hidden_batches must be >= 1; got {hidden_round_to}, {hidden_batches}.")
+            raise ValueError(
+                f"hidden_round_to and hidden_batches must be >= 1; got {hidden_round_to}, {hidden_batches}.")
         self.head_pruning_ratio, self.ffn_pruning_ratio = head_pruning_ratio, ffn_pruning_ratio
         self.hidden_pruning_ratio, self.hidden_round_to, self.hidden_batches = (
             hidden_pruning_ratio, hidden_round_to, hidden_batches)  # fmt: skip

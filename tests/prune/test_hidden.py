@@ -112,8 +112,9 @@ class _Texts(pl.LightningDataModule):
         from transformers import BatchEncoding
 
         g = torch.Generator().manual_seed(0)
-        rows = [{"input_ids": torch.randint(0, 128, (12,), generator=g), "attention_mask": torch.ones(12, dtype=torch.long),
-                 "labels": torch.tensor(i % 3)} for i in range(16)]  # fmt: skip
+        rows = [{"input_ids": torch.randint(0, 128, (12,), generator=g),
+                 "attention_mask": torch.ones(12, dtype=torch.long), "labels": torch.tensor(i % 3)}
+                for i in range(16)]  # fmt: skip
         return DataLoader(rows, batch_size=8, collate_fn=lambda b: BatchEncoding(default_collate(b)))
 
 
