@@ -87,7 +87,7 @@ def current_architecture(model: nn.Module) -> ArchitectureSpec:
         intermediate_sizes=tuple(layout.ffn_size(layer) for layer in layers),
         vocab_size=_vocab_size(model),
         head_size=layout.head_size(layers[0]),
-        hidden_size=_narrowed(model, int(layout.attention_output(layers[0]).out_features)),
+        hidden_size=_narrowed(model, layout.hidden_width(model)),
     )
 
 

@@ -104,6 +104,10 @@ class EncoderLayout:
         """FFN channels ``layer`` has now."""
         return self.ffn_output(layer).in_features
 
+    def hidden_width(self, model: nn.Module) -> int:
+        """Channels of ``model``'s residual stream now: the first block's attention-output width."""
+        return int(self.attention_output(self.check(model)[0]).out_features)
+
     def depth(self, config: Any) -> int:
         """Encoder layers the forward pass runs (``num_hidden_layers``)."""
         return int(config.num_hidden_layers)

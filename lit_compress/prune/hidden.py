@@ -32,8 +32,8 @@ from lit_compress.models.surgery import ParamRemap
 
 
 def hidden_width(model: nn.Module) -> int:
-    """Channels of ``model``'s residual stream now (the first block's attention-output width)."""
-    return int(layout_of(model).attention_output(encoder_layers(model)[0]).out_features)
+    """Channels of ``model``'s residual stream now (asked of its layout: the first block's attention output)."""
+    return layout_of(model).hidden_width(model)
 
 
 def kept_hidden_width(original: int, ratio: float, round_to: int = 32) -> int:
